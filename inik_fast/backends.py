@@ -1,0 +1,98 @@
+"""Which backend runs an op: availability with reasons, "auto" selection, INIK_FAST_BACKEND.
+
+There is no silent fallback: asking for a backend that cannot run raises one error that says,
+for every backend, whether it can run here and why not.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from . import _extension
+
+BACKENDS = ("reference", "cpu", "triton", "cuda")
+ENV_VAR = "INIK_FAST_BACKEND"
+# "auto" takes the first available backend of the tensors' device type.
+_AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
+_DTYPES = {
+    "reference": (torch.float16, torch.bfloat16, torch.float32, torch.float64),
+    "cpu": (torch.float32, torch.float64),
+    "cuda": (torch.float16, torch.bfloat16, torch.float32, torch.float64),
+}
+
+
+def _triton_reasons(device: torch.device, dtype: torch.dtype | None) -> list[str]:
+    try:
+        from . import kernels
+    except ImportError as e:
+        return [f"inik_fast.kernels did not import ({e}); install triton"]
+    reasons = []
+    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        reasons.append("runs on CPU tensors only under TRITON_INTERPRET=1")
+    elif device.type not in ("cpu", "cuda"):
+        reasons.append(f"needs a CUDA device, got {device.type}")
+    if dtype is not None and dtype not in kernels.DTYPES:
+        reasons.append(f"supports {_names(kernels.DTYPES)}, got {_name(dtype)}")
+    return reasons
+
+
+def _compiled_reasons(backend: str, device: torch.device, dtype: torch.dtype | None) -> list[str]:
+    key = backend.upper()
+    if _extension.LOAD_ERROR is not None:
+        return [_extension.LOAD_ERROR]
+    reasons = []
+    if not _extension.has_kernel("ikconv_forward", key):
+        reasons.append(f"inik_fast._C was built without {key} kernels")
+    if device.type != backend:
+        reasons.append(f"needs {backend} tensors, got {device.type}")
+    if dtype is not None and dtype not in _DTYPES[backend]:
+        reasons.append(f"supports {_names(_DTYPES[backend])}, got {_name(dtype)}")
+    return reasons
+
+
+def not_supported_reasons(backend: str, device, dtype: torch.dtype | None = None) -> list[str]:
+    """Why `backend` cannot run on tensors of `device` and `dtype`; empty when it can."""
+    device = torch.device(device)
+    if backend == "reference":
+        if dtype is not None and dtype not in _DTYPES["reference"]:
+            return [f"supports {_names(_DTYPES['reference'])}, got {_name(dtype)}"]
+        return []
+    if backend == "triton":
+        return _triton_reasons(device, dtype)
+    if backend in ("cpu", "cuda"):
+        return _compiled_reasons(backend, device, dtype)
+    raise ValueError(f"backend={backend!r}: expected 'auto' or one of {BACKENDS}")
+
+
+def available_backends(device="cpu", dtype: torch.dtype | None = None) -> list[str]:
+    """Backends that can run on tensors of `device` (and `dtype`, if given)."""
+    return [b for b in BACKENDS if not not_supported_reasons(b, device, dtype)]
+
+
+def resolve(backend: str, device, dtype: torch.dtype) -> str:
+    """The concrete backend for `backend` ("auto" or a name) on tensors of `device` and `dtype`."""
+    device = torch.device(device)
+    if backend == "auto":
+        backend = os.environ.get(ENV_VAR, "auto") or "auto"
+    if backend == "auto":
+        for b in _AUTO_ORDER.get(device.type, ("reference",)):
+            if not not_supported_reasons(b, device, dtype):
+                return b
+    elif backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r}: expected 'auto' or one of {BACKENDS}")
+    elif not not_supported_reasons(backend, device, dtype):
+        return backend
+    report = "; ".join(
+        f"{b}: " + (", ".join(r) if (r := not_supported_reasons(b, device, dtype)) else "available")
+        for b in BACKENDS
+    )
+    raise RuntimeError(f"backend {backend!r} cannot run on {device.type} {_name(dtype)} tensors. Backends: {report}")
+
+
+def _name(dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _names(dtypes) -> str:
+    return "/".join(_name(d) for d in dtypes)

@@ -1,0 +1,208 @@
+"""Every fused backend against the reference backend: forward and every gradient, all dtypes,
+awkward shapes, opcheck, gradcheck, torch.compile.
+
+A (backend, device) pair is skipped only where it cannot run here (no GPU, dtype unsupported);
+test_dispatch.py asserts that the backends this machine must have are really available.
+"""
+import pytest
+import torch
+
+from inik_fast import backends, ops
+from op_cases import (
+    IKCONV_GRAD_NAMES,
+    atom_bank_case,
+    atom_bank_run,
+    cast,
+    ikconv_case,
+    ikconv_run,
+    rel_err,
+    release_op,
+)
+
+F16, BF16, F32, F64 = torch.float16, torch.bfloat16, torch.float32, torch.float64
+gpu = pytest.mark.gpu
+# (backend, device, dtypes to test)
+TARGETS = [
+    pytest.param("reference", "cpu", (F64, F32), id="reference"),
+    pytest.param("cpu", "cpu", (F64, F32), id="cpu"),
+    pytest.param("triton", "cpu", (F64, F32), id="triton-interp"),
+    pytest.param("triton", "cuda", (F32, F16, BF16), id="triton-gpu", marks=gpu),
+    pytest.param("cuda", "cuda", (F64, F32, F16, BF16), id="cuda", marks=gpu),
+]
+# name: (B, C, H, W, G, M, O, bias, residual)
+SHAPES = {
+    "1x1": (1, 3, 1, 1, 1, 1, 3, True, True),
+    "odd": (2, 3, 7, 5, 2, 3, 3, True, True),
+    "G9": (1, 2, 6, 5, 9, 2, 2, True, True),
+    "M16": (1, 3, 6, 7, 1, 16, 3, True, True),
+    "M1-C1": (2, 1, 5, 9, 3, 1, 1, True, True),
+    "O!=C-nobias": (2, 2, 6, 5, 2, 3, 4, False, False),
+    "noresidual": (1, 3, 5, 6, 4, 5, 3, True, False),
+    "B3": (3, 3, 9, 8, 3, 4, 3, True, True),
+    "release": (2, 3, 16, 16, 7, 10, 3, True, True),
+}
+TOL = {F64: 1e-10, F32: 1e-4}
+
+
+def usable(backend, device, dtype):
+    """Skip where the pair cannot run on this machine, with the backend's own reasons."""
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    reasons = backends.not_supported_reasons(backend, device, dtype)
+    if reasons:
+        pytest.skip(f"{backend} on {device} {dtype}: {'; '.join(reasons)}")
+
+
+def supported(backend, device, dtypes):
+    """The dtypes of `dtypes` that the pair runs here; skips when there are none."""
+    ok = [d for d in dtypes if not backends.not_supported_reasons(backend, device, d)]
+    if not ok:
+        usable(backend, device, dtypes[0])
+    return ok
+
+
+def case_for(shape, dtype, device, seed=0):
+    B, C, H, W, G, M, O, bias, residual = SHAPES[shape]
+    return ikconv_case(B, C, H, W, G, M, O, bias=bias, residual=residual, dtype=dtype, device=device, seed=seed)
+
+
+def check_against_reference(backend, device, dtype, shape, grads=IKCONV_GRAD_NAMES):
+    usable(backend, device, dtype)
+    exact = case_for(shape, F64, "cpu")
+    y_ref, g_ref = ikconv_run(exact, "reference", grads=grads)
+    y, g = ikconv_run(case_for(shape, dtype, device), backend, grads=grads)
+    assert y.shape == y_ref.shape and y.dtype == dtype and y.device.type == device
+    if dtype in TOL:
+        tol = {k: TOL[dtype] for k in ["y", *g_ref]}
+    else:  # half precision: at most about twice the error of plain PyTorch at that precision
+        y_plain, g_plain = ikconv_run(case_for(shape, dtype, device), None, fn=release_op, grads=grads)
+        tol = {"y": 2 * rel_err(y_plain, y_ref) + 1e-5}
+        tol.update({k: 2 * rel_err(g_plain[k], g_ref[k]) + 1e-5 for k in g_ref if g_ref[k] is not None})
+    assert rel_err(y, y_ref) <= tol["y"], f"output: {rel_err(y, y_ref):.3g} > {tol['y']:.3g}"
+    for k, ref in g_ref.items():
+        if ref is None:
+            assert g[k] is None, k
+            continue
+        assert g[k].dtype == (dtype if k in ("x", "scale", "basis") else ref.dtype if dtype == F64 else F32), k
+        assert g[k].shape == ref.shape, k
+        err = rel_err(g[k], ref)
+        assert err <= tol[k], f"d{k}: {err:.3g} > {tol[k]:.3g}"
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("backend,device,dtypes", TARGETS)
+def test_ikconv_matches_reference(backend, device, dtypes, shape):
+    for dtype in supported(backend, device, dtypes):
+        check_against_reference(backend, device, dtype, shape)
+
+
+@pytest.mark.parametrize("backend,device,dtypes", TARGETS)
+def test_ikconv_without_image_grad(backend, device, dtypes):
+    """As in training: every gradient but the image's (the backward skips dx)."""
+    dtype = supported(backend, device, dtypes)[-1]
+    check_against_reference(backend, device, dtype, "odd", grads=("atoms", "scale", "basis", "weight", "bias"))
+
+
+@pytest.mark.parametrize("backend,device,dtypes", TARGETS)
+def test_ikconv_empty_batch(backend, device, dtypes):
+    dtype = supported(backend, device, dtypes)[-1]
+    case = ikconv_case(0, 3, 5, 4, 2, 3, dtype=dtype, device=device)
+    y, g = ikconv_run(case, backend)
+    assert y.shape == (0, 3, 5, 4)
+    leaves = {k: v.detach().requires_grad_() for k, v in case.items() if isinstance(v, torch.Tensor)}
+    y = ops.inverse_kernel_conv(*(leaves[k] for k in ("x", "atoms", "scale", "basis", "weight", "bias")), backend=backend)
+    y.sum().backward()
+    assert leaves["atoms"].grad.abs().sum() == 0 and leaves["weight"].grad.abs().sum() == 0
+    assert leaves["bias"].grad.abs().sum() == 0 and leaves["x"].grad.shape == (0, 3, 5, 4)
+
+
+@pytest.mark.parametrize("backend,device,dtypes", TARGETS)
+def test_ikconv_backward_is_deterministic(backend, device, dtypes):
+    case = case_for("release", supported(backend, device, dtypes)[-1], device)
+    _, g1 = ikconv_run(case, backend)
+    _, g2 = ikconv_run(case, backend)
+    for k in g1:
+        if g1[k] is not None:
+            assert torch.equal(g1[k], g2[k]), k
+
+
+@pytest.mark.parametrize("backend,device,dtypes", TARGETS)
+def test_ikconv_noncontiguous_inputs(backend, device, dtypes):
+    dtype = supported(backend, device, dtypes)[0]
+    case = case_for("odd", dtype, device)
+    y_ref = ikconv_run(case, "reference")[0]
+    strided = dict(case)
+    strided["x"] = case["x"].transpose(2, 3).contiguous().transpose(2, 3)  # same values, other strides
+    strided["basis"] = case["basis"].to(memory_format=torch.channels_last)
+    assert not strided["x"].is_contiguous()
+    y = ikconv_run(strided, backend)[0]
+    assert rel_err(y, y_ref) <= TOL.get(dtype, 1e-2)
+
+
+@pytest.mark.parametrize("backend,device,dtypes", TARGETS)
+def test_ikconv_opcheck(backend, device, dtypes):
+    dtype = supported(backend, device, dtypes)[0]
+    case = ikconv_case(2, 3, 5, 6, 2, 3, dtype=dtype, device=device)
+    args = [case[k] for k in ("x", "atoms", "scale", "basis", "weight", "bias")] + [True]
+    args = [a.requires_grad_() if isinstance(a, torch.Tensor) else a for a in args]
+    torch.library.opcheck(ops._op("ikconv", backend), args)
+    grad_y = torch.randn_like(case["x"])
+    bwd = getattr(torch.ops.inik_fast, "ikconv_backward" + ops._SUFFIX[backend])
+    for need_dx in (True, False):
+        plain = [a.detach() for a in args[:5]]
+        torch.library.opcheck(bwd, [grad_y, *plain, True, need_dx, True])
+
+
+@pytest.mark.parametrize("backend,device,dtypes", TARGETS)
+def test_ikconv_gradcheck(backend, device, dtypes):
+    usable(backend, device, F64)
+    case = ikconv_case(1, 2, 4, 5, 2, 2, 2, dtype=F64, device=device)
+    inputs = [case[k].requires_grad_() for k in ("x", "atoms", "scale", "basis", "weight", "bias")]
+    assert torch.autograd.gradcheck(lambda *a: ops.inverse_kernel_conv(*a, backend=backend), inputs)
+
+
+# name: (G, M, Hd, D)
+BANKS = {"release": (7, 10, 64, 3), "G1-M1-grid": (1, 1, 8, 2), "G9-M16": (9, 16, 16, 3), "grid": (2, 3, 64, 2)}
+
+
+@pytest.mark.parametrize("bank", list(BANKS))
+@pytest.mark.parametrize("backend,device,dtypes", TARGETS)
+def test_atom_bank_matches_reference(backend, device, dtypes, bank):
+    for dtype in supported(backend, device, [d for d in dtypes if d in (F32, F64)]):
+        a_ref, g_ref = atom_bank_run(atom_bank_case(*BANKS[bank]), "reference")
+        a, g = atom_bank_run(atom_bank_case(*BANKS[bank], dtype=dtype, device=device), backend)
+        assert a.dtype == dtype and rel_err(a, a_ref) <= TOL[dtype]
+        for k in g_ref:
+            assert g[k].shape == g_ref[k].shape and rel_err(g[k], g_ref[k]) <= 10 * TOL[dtype], k
+
+
+@pytest.mark.parametrize("backend,device,dtypes", TARGETS)
+def test_atom_bank_opcheck_and_gradcheck(backend, device, dtypes):
+    dtype = supported(backend, device, [d for d in dtypes if d in (F32, F64)])[0]
+    case = atom_bank_case(2, 3, 8, dtype=dtype, device=device)
+    names = ("coords", "mask", "w1", "b1", "w2", "b2", "w3", "omega")
+    args = [case[k].requires_grad_(k not in ("coords", "mask")) for k in names]
+    torch.library.opcheck(ops._op("atom_bank", backend), args)
+    if dtype == F64:
+        assert torch.autograd.gradcheck(lambda *p: ops.atom_bank(*args[:2], *p, backend=backend), args[2:])
+
+
+@pytest.mark.parametrize("backend,device,dtypes", TARGETS)
+def test_ops_under_torch_compile(backend, device, dtypes):
+    usable(backend, device, F32)
+    if backend == "triton" and device == "cpu":
+        pytest.skip("torch.compile does not generate code for Triton kernels on CPU tensors")
+    case = ikconv_case(1, 3, 8, 8, 3, 4, dtype=F32, device=device)
+    bank = atom_bank_case(3, 4, 16, dtype=F32, device=device)
+
+    def f(x, scale, basis, weight, bias, *p):
+        atoms = ops.atom_bank(bank["coords"], bank["mask"], *p, backend=backend)
+        return ops.inverse_kernel_conv(x, atoms, scale, basis, weight, bias, backend=backend)
+
+    params = [bank[k].requires_grad_() for k in ("w1", "b1", "w2", "b2", "w3", "omega")]
+    args = [case[k] for k in ("x", "scale", "basis", "weight", "bias")]
+    expected = f(*args, *params)
+    got = torch.compile(f, fullgraph=True)(*args, *params)
+    assert rel_err(got, expected) <= 1e-5
+    got.sum().backward()
+    assert all(p.grad is not None for p in params)
