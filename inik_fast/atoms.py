@@ -65,17 +65,33 @@ class KernelINR(nn.Module):
         return self.layers(code)
 
 
-class INRAtoms(nn.Module):
-    """The release's `inr_conv`: M KernelINR atoms, evaluated on every size group's grid."""
+class _WindowBuffers(nn.Module):
+    """Holds the constant coords and mask buffers. They are re-derived from their float64 values
+    whenever the module changes dtype or device, so a float64 model gets exact constants."""
 
     def __init__(self, cfg: INIKNetConfig):
         super().__init__()
+        self._grid = (cfg.num_groups, cfg.coords)
+        P, Q = coords_and_mask(*self._grid)
+        dt = torch.get_default_dtype()
+        self.register_buffer("coords", P.to(dt), persistent=False)
+        self.register_buffer("mask", Q.to(dt), persistent=False)
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        P, Q = coords_and_mask(*self._grid)
+        self.coords, self.mask = P.to(self.coords), Q.to(self.mask)
+        return self
+
+
+class INRAtoms(_WindowBuffers):
+    """The release's `inr_conv`: M KernelINR atoms, evaluated on every size group's grid."""
+
+    def __init__(self, cfg: INIKNetConfig):
+        super().__init__(cfg)
         self.kernelINR_list = nn.ModuleList(
             KernelINR(cfg.coord_dim, cfg.inr_hidden, w, cfg.learnable_freq) for w in cfg.omegas()
         )
-        P, Q = coords_and_mask(cfg.num_groups, cfg.coords)
-        self.register_buffer("coords", P, persistent=False)
-        self.register_buffer("mask", Q, persistent=False)
 
     def stacked(self):
         """The M atoms' weights stacked for the fused op: w1, b1, w2, b2, w3, omega."""
@@ -92,17 +108,15 @@ class INRAtoms(nn.Module):
         return ops.atom_bank(self.coords, self.mask, *self.stacked(), backend=backend)
 
 
-class FreeAtoms(nn.Module):
+class FreeAtoms(_WindowBuffers):
     """Non-INR variant (supplement 2.2): a learnable K x K atom per group and basis index,
     masked to the group's window."""
 
     def __init__(self, cfg: INIKNetConfig):
-        super().__init__()
+        super().__init__(cfg)
         G, M = cfg.num_groups, cfg.basis_num
         K = 2 * G + 1
         self.atoms = nn.Parameter(torch.randn(G, M, K, K) / K)
-        _, Q = coords_and_mask(G, cfg.coords)
-        self.register_buffer("mask", Q, persistent=False)
 
     def forward(self, backend: str = "auto"):
         return self.mask[:, None] * self.atoms

@@ -70,6 +70,7 @@ def available_backends(device="cpu", dtype: torch.dtype | None = None) -> list[s
     return [b for b in BACKENDS if not not_supported_reasons(b, device, dtype)]
 
 
+@torch.compiler.assume_constant_result  # torch.compile bakes the choice in instead of tracing it
 def resolve(backend: str, device, dtype: torch.dtype) -> str:
     """The concrete backend for `backend` ("auto" or a name) on tensors of `device` and `dtype`."""
     device = torch.device(device)

@@ -51,7 +51,7 @@ class INIKNetConfig:
         need(isinstance(self.learnable_freq, bool), "learnable_freq", "true or false")
         need(self.coords in _COORDS, "coords", f"one of {_COORDS}")
         need(self.atoms in _ATOMS, "atoms", f"one of {_ATOMS}")
-        need(is_int(self.inr_hidden) and self.inr_hidden >= 1, "inr_hidden", "an integer >= 1")
+        need(is_int(self.inr_hidden) and 1 <= self.inr_hidden <= 128, "inr_hidden", "an integer in 1..128")
 
     @property
     def num_groups(self) -> int:

@@ -1,0 +1,159 @@
+"""INIKNet against the release fixture (../shared/fixtures), state-dict compatibility, sizes, caching."""
+import pytest
+import torch
+
+from inik_fast import INIKNet, INIKNetConfig, ops
+from op_cases import rel_err
+
+
+def run_fixture(fx, backend, dtype):
+    model = INIKNet(INIKNetConfig.from_dict(fx["config"]), backend=backend).to(dtype)
+    model.load_state_dict(fx["state_dict"], strict=True)
+    x = fx["input"].to(dtype).clone().requires_grad_()
+    outs = model(x)
+    loss = sum((o * r.to(dtype)).sum() for o, r in zip(outs, fx["output_cotangents"]))
+    loss.backward()
+    return model, outs, x.grad
+
+
+def grads_rel_norm(model, fx):
+    """Relative norm of all parameter gradients together (float32 single tensors can be off by 1e-2)."""
+    num = sum((p.grad.double() - fx["param_grads"][n]).square().sum() for n, p in model.named_parameters())
+    den = sum(g.square().sum() for g in fx["param_grads"].values())
+    return (num / den).sqrt().item()
+
+
+@pytest.mark.parametrize("backend", ["reference", "auto", "release"])
+def test_release_fixture_float64(release_fixture, backend):
+    fx = release_fixture
+    model, outs, xgrad = run_fixture(fx, backend, torch.float64)
+    for o, r in zip(outs, fx["outputs"]):
+        assert rel_err(o, r) < 1e-10
+    assert rel_err(xgrad, fx["input_grad"]) < 1e-10
+    assert [n for n, _ in model.named_parameters()] == list(fx["param_grads"])
+    for n, p in model.named_parameters():
+        assert rel_err(p.grad, fx["param_grads"][n]) < 1e-10, n
+    if backend != "release":
+        assert rel_err(model.atoms(), fx["atoms"]) < 1e-12
+
+
+def test_release_fixture_float32(release_fixture):
+    fx = release_fixture
+    model, outs, xgrad = run_fixture(fx, "auto", torch.float32)
+    for o, r in zip(outs, fx["outputs"]):
+        assert rel_err(o, r) < 1e-5
+    assert (xgrad.double() - fx["input_grad"]).norm() / fx["input_grad"].norm() < 1e-4
+    assert grads_rel_norm(model, fx) < 1e-4
+
+
+@pytest.mark.parametrize("backend", ["reference", "auto"])
+def test_op_level_fixture(release_fixture, backend):
+    fx = release_fixture
+    weight = fx["state_dict"]["sum.weight"].view(3, 8, 3, 10)[:, 1:]
+    for s in range(3):
+        y = ops.inverse_kernel_conv(fx["pyramid_inputs"][s], fx["atoms"], fx["scale_selects"][s][:, 1:],
+                                    fx["basis_selects"][s], weight, fx["state_dict"]["sum.bias"], residual=True,
+                                    backend=backend)
+        assert rel_err(y, fx["outputs"][s]) < 1e-10
+
+
+def test_state_dict_is_the_release_one(release_fixture):
+    model = INIKNet()
+    sd = model.state_dict()
+    assert list(sd) == list(release_fixture["state_dict"])
+    assert len(sd) == 131
+    assert {k: tuple(v.shape) for k, v in sd.items()} == {k: tuple(v.shape) for k, v in release_fixture["state_dict"].items()}
+    assert sum(p.numel() for p in model.parameters()) == 1_976_847 == release_fixture["n_params"]
+
+
+def test_truncated_state_dict_is_refused(release_fixture):
+    sd = dict(release_fixture["state_dict"])
+    sd.pop("sum.bias")
+    with pytest.raises(RuntimeError, match="sum.bias"):
+        INIKNet().load_state_dict(sd, strict=True)
+
+
+SMALL = INIKNetConfig(base_ch=8, num_res_unet=1, num_res_lstm=1, basis_num=3, max_kernel_size=7)
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (17, 23), (40, 33), (64, 48)])
+def test_any_size_is_padded_and_cropped(hw):
+    torch.manual_seed(0)
+    model = INIKNet(SMALL).eval()
+    H, W = hw
+    with torch.no_grad():
+        outs = model(torch.rand(2, 3, H, W))
+    assert [tuple(o.shape[-2:]) for o in outs] == [(-(-H // 4), -(-W // 4)), (-(-H // 2), -(-W // 2)), (H, W)]
+    assert all(torch.isfinite(o).all() for o in outs)
+
+
+def test_sizes_divisible_by_16_take_the_release_path_unpadded(monkeypatch):
+    import inik_fast.model as model_module
+
+    def no_padding(*a, **k):
+        raise AssertionError("a 64x48 input must not be padded")
+
+    monkeypatch.setattr(model_module, "_pad", no_padding)
+    torch.manual_seed(0)
+    model = INIKNet(SMALL, backend="reference").double().eval()
+    x = torch.rand(1, 3, 64, 48, dtype=torch.float64)
+    with torch.no_grad():
+        outs = model(x)
+        ref = INIKNet(SMALL, backend="release").double().eval()
+        ref.load_state_dict(model.state_dict())
+        for o, r in zip(outs, ref(x)):
+            assert rel_err(o, r) < 1e-12
+
+
+def test_atom_bank_is_cached_in_eval_until_a_parameter_changes(monkeypatch):
+    torch.manual_seed(0)
+    model = INIKNet(SMALL).eval()
+    calls = []
+    real = ops.atom_bank
+    monkeypatch.setattr(ops, "atom_bank", lambda *a, **k: calls.append(1) or real(*a, **k))
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        a = model(x)[2]
+        model(x)
+        assert len(calls) == 1  # computed once, shared by the three scales and the second call
+        with torch.no_grad():
+            model.inr_conv.kernelINR_list[0].layers[0].bias.add_(0.1)
+        b = model(x)[2]
+        assert len(calls) == 2 and not torch.equal(a, b)
+    model.train()
+    model(x)
+    model(x)
+    assert len(calls) == 4  # training: evaluated once per forward, never cached
+
+
+def test_bad_inputs_give_one_line_errors():
+    model = INIKNet(SMALL)
+    for bad, match in [
+        (torch.rand(3, 32, 32), r"x must be \[B, 3, H, W\], got \[3, 32, 32\]"),
+        (torch.rand(1, 4, 32, 32), r"x must be \[B, 3, H, W\]"),
+        (torch.zeros(1, 3, 32, 32, dtype=torch.uint8), "floating-point image"),
+        ([[0.0]], "must be a torch.Tensor"),
+    ]:
+        with pytest.raises((ValueError, TypeError), match=match) as e:
+            model(bad)
+        assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="backend='nope'"):
+        INIKNet(SMALL, backend="nope")
+    with pytest.raises(ValueError, match="needs atoms='inr'"):
+        INIKNet(INIKNetConfig(atoms="free"), backend="release")
+
+
+def test_torch_compile_fullgraph_on_cpu():
+    torch.manual_seed(0)
+    model = INIKNet(SMALL)
+    x = torch.rand(1, 3, 32, 32)
+    expected = model(x)
+    # Dynamo and AOT autograd trace the whole model through the custom ops' fake kernels and autograd.
+    # Inductor's code generation for the whole model takes minutes on 2 cores, so it is left to
+    # test_backend_ops, which compiles the ops with it.
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    got = compiled(x)
+    for g, e in zip(got, expected):
+        assert rel_err(g, e) < 1e-5
+    sum(o.sum() for o in got).backward()
+    assert all(p.grad is not None for p in model.parameters())
