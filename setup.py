@@ -34,7 +34,7 @@ def find_cuda_home():
         home = os.environ.get(var)
         if home and Path(home, "bin", "nvcc").exists():
             return str(Path(home).resolve())
-    nvcc = shutil.which("nvcc")
+    nvcc = shutil.which("nvcc") or shutil.which("/usr/local/cuda/bin/nvcc")
     if nvcc is None:
         return None
     try:
