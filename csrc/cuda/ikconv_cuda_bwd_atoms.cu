@@ -1,0 +1,145 @@
+// Backward of the inverse-kernel convolution, part 2: the atoms' gradient (shared/design/OPS.md)
+//   datoms[g,m,R+u,R+v] = sum_{b,c,p} F[b,g,c,m,p] x~[b,c,p+(u,v)],  F = S Bt sum_o Gam Wt
+// a matrix product over pixels per tile: [MC atoms x pixels] x [pixels x window taps].
+#include "ikconv_tile.cuh"
+
+namespace inik_fast {
+namespace cuda {
+namespace {
+
+constexpr int kRun = 8;                          // pixels of a row a thread takes in one go
+constexpr int kRuns = kTile * kTile / kRun;      // runs per tile
+template <int MC>
+constexpr int run_stride() {  // F values per run, padded so that runs fall in different banks
+  return kRun * MC + 4;
+}
+
+// Persistent blocks. For each chunk of MC atoms and group g (window KW), thread t takes the
+// window row u = t % KW (all KW taps of it) for the runs t / KW, t / KW + KW', ... of every tile
+// (KW' = kThreads / KW), accumulating acc[j][mm] over the block's tiles and channels. The block
+// then sums its threads' accumulators in a fixed order and writes one partial window per group.
+template <typename T, int MC>
+__global__ void __launch_bounds__(kThreads, 1) ikconv_bwd_atoms_kernel(const IkParams<T> p) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* f_sh = reinterpret_cast<T*>(smem);  // F of the tile's pixels, [kRuns][run_stride]
+  T* red = f_sh;                         // after the tiles: the block's sums [kw * kw][MC]
+  T* xs = f_sh + kRuns * run_stride<MC>();
+  const int nch = (p.M + MC - 1) / MC;
+  const int64_t HW = p.hw();
+
+  for (int ch = 0; ch < nch; ++ch) {
+    for (int g = 0; g < p.G; ++g) {
+      with_window(g, [&](auto kwc) {
+        constexpr int KW = decltype(kwc)::value;
+        constexpr int kSplits = kThreads / KW;
+        const int r = g + 1, stride = halo_stride(r);
+        const int u = threadIdx.x % KW, split = threadIdx.x / KW;
+        T acc[KW][MC] = {};
+        for (int64_t t = blockIdx.x; t < p.tiles(); t += gridDim.x) {
+          const Tile tile = tile_at(p, t);
+          for (int c = 0; c < p.C; ++c) {
+            __syncthreads();  // the previous step's tiles are no longer read
+            stage_window(xs, stride, p.x + (static_cast<int64_t>(tile.b) * p.C + c) * HW, p.H, p.W, tile.y0 - r,
+                         tile.x0 - r, kTile + 2 * r, kTile + 2 * r);
+            stage_f<T, MC, kTile, 8 / MC>(p, tile.b, g, c, ch * MC, tile.y0, tile.x0, kTile, kTile,
+                                  [&](int row, int col, const Vec<T, MC>& v) {
+                                    const int i = row * kTile + col;
+                                    *reinterpret_cast<Vec<T, MC>*>(f_sh + (i / kRun) * run_stride<MC>() +
+                                                                   (i % kRun) * MC) = v;
+                                  });
+            __syncthreads();
+            if (split < kSplits) {
+              for (int run = split; run < kRuns; run += kSplits) {
+                const int row = run / (kTile / kRun), x0 = (run % (kTile / kRun)) * kRun;
+                const T* xr = xs + (row + u) * stride + x0;
+                T xv[kRun + KW - 1];
+#pragma unroll
+                for (int q = 0; q < kRun + KW - 1; ++q) xv[q] = xr[q];
+                const Vec<T, MC>* fr = reinterpret_cast<const Vec<T, MC>*>(f_sh + run * run_stride<MC>());
+#pragma unroll
+                for (int px = 0; px < kRun; ++px) {
+                  const Vec<T, MC> f = fr[px];
+#pragma unroll
+                  for (int j = 0; j < KW; ++j)
+#pragma unroll
+                    for (int mm = 0; mm < MC; ++mm) acc[j][mm] += f.v[mm] * xv[px + j];
+                }
+              }
+            }
+          }
+        }
+        // The block's sum over its threads, split by split in a fixed order.
+        __syncthreads();
+        for (int i = threadIdx.x; i < KW * KW * MC; i += blockDim.x) red[i] = T(0);
+        for (int s = 0; s < kSplits; ++s) {
+          __syncthreads();
+          if (split == s) {
+#pragma unroll
+            for (int j = 0; j < KW; ++j)
+#pragma unroll
+              for (int mm = 0; mm < MC; ++mm) red[(u * KW + j) * MC + mm] += acc[j][mm];
+          }
+        }
+        __syncthreads();
+        // Group g's window of the chunk's atoms; the block writes zeros outside the window.
+        const int KK = p.K * p.K, off = p.K / 2 - r;
+        T* dst = p.datoms + (p.atomic ? 0 : static_cast<int64_t>(blockIdx.x) * p.G * p.M * KK);
+        for (int i = threadIdx.x; i < MC * KK; i += blockDim.x) {
+          const int mm = i / KK, cell = i % KK, m = ch * MC + mm;
+          if (m >= p.M) continue;
+          const int wi = cell / p.K - off, wj = cell % p.K - off;
+          const bool inside = wi >= 0 && wi < KW && wj >= 0 && wj < KW;
+          const T v = inside ? red[(wi * KW + wj) * MC + mm] : T(0);
+          T* out = dst + (static_cast<int64_t>(g) * p.M + m) * KK + cell;
+          if (!p.atomic) {
+            *out = v;
+          } else if (inside) {
+            atomicAdd(out, v);
+          }
+        }
+      });
+    }
+  }
+}
+
+// Calls f(kernel, smem) with the kernel instance for p.
+template <typename T, typename F>
+void with_atoms_kernel(const IkParams<T>& p, F&& f) {
+  auto smem = [&](int stride) { return (static_cast<size_t>(kRuns) * stride + halo_size(p.G)) * sizeof(T); };
+  if constexpr (std::is_same<T, double>::value) {
+    f(ikconv_bwd_atoms_kernel<T, 2>, smem(run_stride<2>()));
+  } else if (atom_chunk(p.M, false) == 4) {
+    f(ikconv_bwd_atoms_kernel<T, 4>, smem(run_stride<4>()));
+  } else {
+    f(ikconv_bwd_atoms_kernel<T, 2>, smem(run_stride<2>()));
+  }
+}
+
+}  // namespace
+
+template <typename T>
+int ikconv_backward_atoms_blocks(const IkParams<T>& p) {
+  int blocks = 0;
+  with_atoms_kernel(p, [&](auto kernel, size_t smem) {
+    const void* fn = reinterpret_cast<const void*>(kernel);
+    allow_shared_memory(fn, smem, "inverse_kernel_conv backward");
+    blocks = persistent_grid(fn, kThreads, smem, p.tiles());
+  });
+  return blocks;
+}
+
+template <typename T>
+void ikconv_backward_atoms_launch(const IkParams<T>& p, int blocks, cudaStream_t stream) {
+  with_atoms_kernel(p, [&](auto kernel, size_t smem) {
+    kernel<<<blocks, kThreads, smem, stream>>>(p);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+template int ikconv_backward_atoms_blocks<float>(const IkParams<float>&);
+template int ikconv_backward_atoms_blocks<double>(const IkParams<double>&);
+template void ikconv_backward_atoms_launch<float>(const IkParams<float>&, int, cudaStream_t);
+template void ikconv_backward_atoms_launch<double>(const IkParams<double>&, int, cudaStream_t);
+
+}  // namespace cuda
+}  // namespace inik_fast

@@ -1,0 +1,190 @@
+"""The CUDA backend: the build (device code, archs, registered kernels) wherever nvcc is here, and
+on a GPU what tests/test_backend_ops.py does not cover: images of many tiles, the atomics path,
+more than 4 output channels, the whole model (float32, bfloat16 autocast, torch.compile), "auto"."""
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from inik_fast import INIKNet, INIKNetConfig, _extension, backends, ops
+from op_cases import IKCONV_GRAD_NAMES, ikconv_case, ikconv_run, rel_err
+
+F32, F64 = torch.float32, torch.float64
+OPS = ("atom_bank_forward", "atom_bank_backward", "ikconv_forward", "ikconv_backward")
+
+
+def nvcc_available() -> bool:
+    """Whether setup.py finds a CUDA toolkit (CUDA_HOME / CUDA_PATH, else nvcc on PATH)."""
+    homes = [os.environ.get(v) for v in ("CUDA_HOME", "CUDA_PATH")]
+    return any(h and Path(h, "bin", "nvcc").exists() for h in homes) or shutil.which("nvcc") is not None
+
+
+cuda_build = pytest.mark.skipif(
+    os.environ.get("INIK_FAST_CUDA") == "0" or not nvcc_available() or torch.version.cuda is None,
+    reason="builds without CUDA kernels here (no nvcc, a CPU-only torch, or INIK_FAST_CUDA=0)",
+)
+gpu = pytest.mark.gpu
+
+
+@pytest.fixture
+def extension():
+    assert _extension.LOAD_ERROR is None, _extension.LOAD_ERROR
+    return _extension._C
+
+
+@cuda_build
+def test_extension_holds_device_code(extension):
+    readelf = shutil.which("readelf")
+    if readelf is None:
+        pytest.skip("readelf is not installed")
+    sections = subprocess.run([readelf, "-S", extension.__file__], capture_output=True, text=True, check=True).stdout
+    assert ".nv_fatbin" in sections, f"{extension.__file__} has no device code"
+
+
+@cuda_build
+def test_cuda_archs(extension):
+    archs = {a.split("+")[0] for a in torch.ops.inik_fast.cuda_archs().split(".") if a}
+    if os.environ.get("TORCH_CUDA_ARCH_LIST") or torch.cuda.is_available():
+        assert archs, "built without CUDA archs"  # setup.py then builds for that list / the visible GPU
+    else:
+        assert {"sm_80", "sm_90"} <= archs
+
+
+@cuda_build
+@pytest.mark.parametrize("op", OPS)
+def test_cuda_kernels_registered(extension, op):
+    assert torch._C._dispatch_has_kernel_for_dispatch_key(f"inik_fast::{op}", "CUDA")
+
+
+def usable():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    reasons = backends.not_supported_reasons("cuda", "cuda", F32)
+    if reasons:
+        pytest.skip("; ".join(reasons))
+
+
+# name: (B, C, H, W, G, M, O, bias, residual): several tiles of 32 x 32 with partial edge tiles.
+TILED = {
+    "release-tiles": (2, 3, 70, 45, 7, 10, 3, True, True),
+    "G9-M16-O6": (1, 2, 40, 33, 9, 16, 6, True, False),
+    "M5-C1-O1": (3, 1, 33, 65, 2, 5, 1, False, False),
+}
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("shape", list(TILED))
+def test_tiled_images_match_reference(shape, dtype):
+    usable()
+    B, C, H, W, G, M, O, bias, residual = TILED[shape]
+    make = lambda dt, dev: ikconv_case(B, C, H, W, G, M, O, bias=bias, residual=residual, dtype=dt, device=dev)  # noqa: E731
+    y_ref, g_ref = ikconv_run(make(F64, "cpu"), "reference")
+    y, g = ikconv_run(make(dtype, "cuda"), "cuda")
+    tol = 1e-4 if dtype == F32 else 1e-10
+    assert rel_err(y, y_ref) <= tol
+    for k in IKCONV_GRAD_NAMES:
+        if g_ref.get(k) is not None:
+            assert rel_err(g[k], g_ref[k]) <= tol, k
+
+
+@gpu
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_more_tiles_than_persistent_blocks(deterministic):
+    """2 x 512 x 512: more tiles than the backward's persistent grid holds; also the atomics path."""
+    usable()
+    case = lambda dt: ikconv_case(2, 3, 512, 512, 7, 10, dtype=dt, device="cuda")  # noqa: E731
+    y_ref, g_ref = ikconv_run(case(F64), "reference")
+    ops.set_deterministic(deterministic)
+    try:
+        y, g = ikconv_run(case(F32), "cuda")
+    finally:
+        ops.set_deterministic(True)
+    assert rel_err(y, y_ref) <= 1e-4
+    for k in IKCONV_GRAD_NAMES:
+        assert rel_err(g[k], g_ref[k]) <= 1e-4, k
+
+
+@gpu
+def test_large_image_forward():
+    usable()
+    case = ikconv_case(1, 3, 1120, 1680, 7, 10, dtype=F32, device="cuda")
+    args = [case[k] for k in ("x", "atoms", "scale", "basis", "weight", "bias")]
+    prev = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        with torch.no_grad():
+            y_ref = ops.inverse_kernel_conv(*args, backend="reference")
+            y = ops.inverse_kernel_conv(*args, backend="cuda")
+    finally:
+        torch.backends.cudnn.allow_tf32 = prev
+    assert rel_err(y, y_ref) <= 1e-4
+
+
+@gpu
+def test_auto_is_cuda_on_cuda_tensors(monkeypatch):
+    usable()
+    monkeypatch.delenv(backends.ENV_VAR, raising=False)
+    for dtype in (torch.float16, torch.bfloat16, F32, F64):
+        assert backends.resolve("auto", torch.device("cuda"), dtype) == "cuda"
+
+
+@pytest.fixture
+def no_tf32():
+    """Exact float32 convolutions and matrix products in the model's other layers."""
+    prev = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = prev
+
+
+def model_pair(cfg, seed=0):
+    """The float64 reference-backend model on the CPU and a float32 CUDA-backend copy of it."""
+    torch.manual_seed(seed)
+    ref = INIKNet(cfg, backend="reference").double().eval()
+    fast = INIKNet(cfg, backend="cuda").eval()
+    fast.load_state_dict(ref.state_dict())
+    return ref, fast.cuda()
+
+
+@gpu
+def test_model_float32_matches_float64_reference(no_tf32):
+    usable()
+    ref, fast = model_pair(INIKNetConfig())
+    x = torch.rand(1, 3, 64, 64, dtype=F64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = ref(x)
+        got = fast(x.float().cuda())
+    for o, e in zip(got, expected):
+        assert o.dtype == F32 and rel_err(o, e) <= 1e-4
+
+
+@gpu
+def test_model_under_torch_compile(no_tf32):
+    usable()
+    cfg = INIKNetConfig(base_ch=8, num_res_unet=1, num_res_lstm=1)
+    _, fast = model_pair(cfg)
+    fast.train()
+    x = torch.rand(2, 3, 32, 32, device="cuda", generator=torch.Generator("cuda").manual_seed(2))
+    expected = fast(x)
+    got = torch.compile(fast)(x)
+    for o, e in zip(got, expected):
+        assert rel_err(o, e) <= 1e-5
+    sum(o.sum() for o in got).backward()
+    assert all(p.grad is not None for p in fast.inr_conv.parameters())
+
+
+@gpu
+def test_model_bfloat16_autocast():
+    usable()
+    _, fast = model_pair(INIKNetConfig())
+    x = torch.rand(1, 3, 64, 64, device="cuda", generator=torch.Generator("cuda").manual_seed(3))
+    with torch.no_grad():
+        expected = fast(x)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            got = fast(x)
+    for o, e in zip(got, expected):
+        assert o.dtype == torch.bfloat16 and rel_err(o, e) <= 5e-2
