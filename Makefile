@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q torch==2.14.1
-	$(PY) -m pip install -q ninja pytest pytest-benchmark numpy pillow scikit-image
+	$(PY) -m pip install -q ninja pytest pytest-benchmark numpy pillow scikit-image tqdm imagecodecs
 	touch $@
 
 $(VENV)/.inik_fast-editable: $(STAMP) setup.py
@@ -29,7 +29,9 @@ demo: install
 	$(PY) scripts/demo.py
 
 bench: install
-	$(PY) -m pytest benchmarks --benchmark-only --benchmark-json=benchmarks/results/last-run.json $(PYTEST_ARGS)
+	mkdir -p benchmarks/results
+	$(PY) -m pytest benchmarks --bench-device cpu --benchmark-only --benchmark-json=benchmarks/results/last-run.json \
+		$(PYTEST_ARGS); rc=$$?; $(PY) benchmarks/report.py benchmarks/results/last-run.json && exit $$rc
 
 clean:
 	rm -rf build $(VENV) *.egg-info inik_fast/_C*.so

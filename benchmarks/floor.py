@@ -1,0 +1,159 @@
+"""The work floor of each benchmark (multiply-accumulates, MACs) and each device's peak FMA rate.
+
+"Fraction of the floor" = (MACs / peak FMA rate) / measured time: 1.0 would mean every FMA unit
+of the device did useful work of the op for the whole run. The op floors follow
+shared/design/OPS.md; the model floors count the model's convolutions with
+torch.utils.flop_counter on meta tensors (no data, no time) plus the op floors below.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode, register_flop_formula
+
+
+# ---------------------------------------------------------------------------------------------
+# MACs
+# ---------------------------------------------------------------------------------------------
+def window_taps(G: int) -> int:
+    """sum over size groups of k_g^2, k_g = 2g + 3: 679 for G = 7."""
+    return sum((2 * g + 3) ** 2 for g in range(G))
+
+
+def ikconv_macs(B, C, H, W, G, M, O, *, backward=False, need_x_grad=False) -> int:
+    """Forward: the responses D (taps * C * M per pixel) plus the mixing (O * G * C * M per pixel);
+    20,370 + 630 per pixel for the release config. The backward alone recomputes D and forms the
+    parameter gradients (about 2x the forward); the image gradient adds one more forward's worth."""
+    fwd = B * H * W * (window_taps(G) * C * M + O * G * C * M)
+    if not backward:
+        return fwd
+    return fwd * (3 if need_x_grad else 2)
+
+
+def atom_bank_macs(G, M, Hd, D, *, backward=False) -> int:
+    """The G*M atom MLPs at the points inside their windows (D*Hd + Hd*Hd + Hd MACs a point);
+    the backward (input and weight gradients of each layer) is about 2x that."""
+    fwd = window_taps(G) * M * (D * Hd + Hd * Hd + Hd)
+    return fwd * (2 if backward else 1)
+
+
+def _register_op_formulas() -> None:
+    """Let FlopCounterMode count the reference backend's custom ops (FLOPs = 2 MACs)."""
+    ops = torch.ops.inik_fast
+
+    @register_flop_formula(ops.ikconv_forward_reference)
+    def _ikconv_fwd(x, atoms, scale, basis, weight, bias, residual, out_shape=None, **kw):
+        (B, C, H, W), (G, M) = x, atoms[:2]
+        return 2 * ikconv_macs(B, C, H, W, G, M, weight[0])
+
+    @register_flop_formula(ops.ikconv_backward_reference)
+    def _ikconv_bwd(grad_y, x, atoms, scale, basis, weight, residual, need_x_grad, det, out_shape=None, **kw):
+        (B, C, H, W), (G, M) = x, atoms[:2]
+        return 2 * ikconv_macs(B, C, H, W, G, M, weight[0], backward=True, need_x_grad=need_x_grad)
+
+    @register_flop_formula(ops.atom_bank_forward_reference)
+    def _bank_fwd(coords, mask, w1, *rest, out_shape=None, **kw):
+        return 2 * atom_bank_macs(coords[0], w1[0], w1[1], w1[2])
+
+    @register_flop_formula(ops.atom_bank_backward_reference)
+    def _bank_bwd(grad, coords, mask, w1, *rest, out_shape=None, **kw):
+        return 2 * atom_bank_macs(coords[0], w1[0], w1[1], w1[2], backward=True)
+
+
+_registered = False
+
+
+def count_macs(fn) -> int:
+    """MACs of fn(), run on meta tensors with the "reference" backend; fn builds its own inputs."""
+    global _registered
+    if not _registered:
+        _register_op_formulas()
+        _registered = True
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() // 2
+
+
+# ---------------------------------------------------------------------------------------------
+# peak FMA rates
+# ---------------------------------------------------------------------------------------------
+# fp32 FMA/s of the GPUs, by a substring of torch.cuda.get_device_name(), most specific first.
+# Rate = SMs x 128 fp32 lanes x boost clock; "TFLOP/s" as NVIDIA's data sheets state it (2 per FMA).
+# The fused kernels accumulate in fp32 on the CUDA cores also for bf16/fp16 inputs, so the fp32
+# rate is their peak for every dtype.
+GPU_PEAK_FMA = {
+    "H100 PCIe": (25.6e12, "H100 PCIe fp32 51.2 TFLOP/s (114 SMs x 128 lanes x 1.755 GHz), NVIDIA data sheet"),
+    "H100 NVL": (30.0e12, "H100 NVL fp32 60 TFLOP/s, NVIDIA data sheet"),
+    "H100": (33.5e12, "H100 SXM fp32 67 TFLOP/s (132 SMs x 128 lanes x 1.98 GHz), NVIDIA data sheet"),
+    "H200": (33.5e12, "H200 fp32 67 TFLOP/s (132 SMs x 128 lanes x 1.98 GHz), NVIDIA data sheet"),
+    "A100": (9.75e12, "A100 fp32 19.5 TFLOP/s (108 SMs x 64 lanes x 1.41 GHz), NVIDIA data sheet"),
+}
+
+
+def _cpuinfo() -> dict:
+    """The first processor's fields of /proc/cpuinfo (empty where there is none)."""
+    try:
+        block = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    except OSError:
+        return {}
+    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in block.splitlines())}
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on (the benchmarks use all of them)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def cpu_name() -> str:
+    info = _cpuinfo()
+    return info.get("model name", "unknown CPU")
+
+
+def _cpu_fma_per_cycle(info: dict) -> tuple[int, str]:
+    """fp32 FMAs per cycle per core, from the vector ISA: 2 FMA units x vector lanes."""
+    flags = set(info.get("flags", "").split())
+    vendor, family = info.get("vendor_id", ""), info.get("cpu family", "")
+    if "avx512f" in flags:
+        if vendor == "AuthenticAMD" and family == "25":  # Zen 4 runs 512-bit ops on its 2 256-bit FMA pipes
+            return 16, "2 FMA units x 8 fp32 lanes (Zen 4: AVX-512 on 256-bit pipes)"
+        return 32, "2 FMA units x 16 fp32 lanes (AVX-512)"
+    if "fma" in flags:
+        return 16, "2 FMA units x 8 fp32 lanes (AVX2)"
+    return 4, "1 unit x 4 fp32 lanes (SSE, no FMA)"
+
+
+def cpu_peak_fma() -> tuple[float, str]:
+    info = _cpuinfo()
+    per_cycle, how = _cpu_fma_per_cycle(info)
+    mhz = float(re.sub(r"[^0-9.]", "", info.get("cpu MHz", "")) or 0.0)
+    cores = cpu_cores()
+    if mhz <= 0:
+        return 0.0, "unknown clock (no 'cpu MHz' in /proc/cpuinfo)"
+    return cores * per_cycle * mhz * 1e6, f"{cores} cores x {how} x {mhz / 1e3:.2f} GHz ('cpu MHz' of /proc/cpuinfo)"
+
+
+def device_name(device: str) -> str:
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_name()}, {cpu_cores()} cores"
+
+
+def peak_fma(device: str) -> tuple[float, str]:
+    """(fp32 FMA/s, where the number comes from) of `device`; 0.0 when unknown."""
+    if torch.device(device).type != "cuda":
+        return cpu_peak_fma()
+    name = torch.cuda.get_device_name(device)
+    for key, entry in GPU_PEAK_FMA.items():
+        if key in name:
+            return entry
+    return 0.0, f"{name} is not in benchmarks/floor.py's GPU_PEAK_FMA table"
+
+
+def floor_fraction(macs: int, seconds: float, peak: float) -> float | None:
+    return macs / peak / seconds if peak > 0 and seconds > 0 else None

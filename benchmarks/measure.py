@@ -1,0 +1,130 @@
+"""Timing and peak-memory helpers shared by every benchmark.
+
+`run` warms a case up, measures its peak extra memory in one untimed call, picks the number of
+rounds from that call's time, times the rounds with pytest-benchmark (on a GPU each round also
+records CUDA events around the work and ends with a synchronize), and fills extra_info.
+"""
+from __future__ import annotations
+
+import ctypes
+import itertools
+import re
+import statistics
+import time
+
+import torch
+
+import floor
+import workloads
+
+try:
+    _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim  # glibc
+except (OSError, AttributeError):
+    _malloc_trim = None
+
+
+def _proc_status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        m = re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M)
+    return int(m.group(1)) * 1024
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's VmHWM to the current RSS ("5" to clear_refs); False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def sync(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_extra_bytes(fn, device: str) -> tuple[int | None, float]:
+    """(peak memory that fn() adds above what was in use before it, fn's wall time in seconds).
+
+    GPU: the caching allocator's peak. CPU: the process's peak resident set (VmHWM, after
+    resetting it) minus the resident set before. malloc_trim first hands the pages of freed heap
+    blocks back to the kernel, so memory that fn reuses from earlier calls counts again."""
+    cuda, ok = torch.device(device).type == "cuda", False
+    sync(device)
+    if cuda:
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        if _malloc_trim is not None:
+            _malloc_trim(0)
+        ok = _reset_peak_rss()
+        if ok:
+            before = _proc_status_bytes("VmRSS")
+    t0 = time.perf_counter()
+    out = fn()
+    sync(device)
+    seconds = time.perf_counter() - t0
+    if cuda:
+        peak = torch.cuda.max_memory_allocated(device) - before
+    elif ok:
+        peak = max(0, _proc_status_bytes("VmHWM") - before)  # RSS can drop below `before` in the call
+    else:
+        peak = None
+    del out
+    return peak, seconds
+
+
+def run(benchmark, case: "workloads.Case", step, *, n_sets: int = 1) -> None:
+    """Benchmark step(i) (i cycles over the n_sets input sets) for `case` and record extra_info."""
+    p, device = case.profile, case.device
+    cuda = torch.device(device).type == "cuda"
+    counter = itertools.count()
+
+    def call():
+        return step(next(counter) % n_sets)
+
+    if benchmark.disabled:  # --benchmark-disable: run once as a test
+        call()
+        return
+    for _ in range(p.warmup):
+        call()
+    sync(device)
+    peak, probe_s = peak_extra_bytes(call, device)
+    rounds = max(p.min_rounds, min(p.max_rounds, int(p.target_s / max(probe_s, 1e-9))))
+
+    event_s = []
+
+    def timed():
+        if not cuda:
+            call()
+            return
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        call()
+        end.record()
+        end.synchronize()
+        event_s.append(start.elapsed_time(end) / 1e3)
+
+    benchmark.group = case.group
+    benchmark.pedantic(timed, rounds=rounds, iterations=1, warmup_rounds=0)
+    seconds = statistics.median(event_s) if event_s else benchmark.stats.stats.median
+    macs = workloads.macs(case.suite, case.shape, case.config)
+    peak_fma, _ = floor.peak_fma(device)
+    benchmark.extra_info.update(
+        suite=case.suite,
+        suite_rank=list(workloads.SUITE_TITLES).index(case.suite),
+        backend=case.backend,
+        device=floor.device_name(device),
+        dtype=workloads.dtype_name(case.dtype),
+        shape=case.shape_text,
+        time_s=seconds,
+        cuda_event_median_s=statistics.median(event_s) if event_s else None,
+        peak_extra_bytes=peak,
+        macs=macs,
+        gflops=2 * macs / seconds / 1e9,
+        peak_fma_per_s=peak_fma,
+        floor_fraction=floor.floor_fraction(macs, seconds, peak_fma),
+        input_sets=n_sets,
+        rounds=rounds,
+    )

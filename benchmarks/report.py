@@ -1,0 +1,149 @@
+"""Turns pytest-benchmark JSON files of the inik_fast suites into the README's markdown tables.
+
+    python benchmarks/report.py benchmarks/results/last-run.json [more.json ...] [--out-dir DIR]
+
+Per machine found in the inputs it writes DIR/<machine>-<date>.json (its benchmarks merged, in
+pytest-benchmark's format, so the file is a valid input again) and DIR/<machine>-<date>.md, and
+prints the markdown of every machine. Per benchmark group: each backend's median time, its
+speed-up over "release" measured in the same run, its peak extra memory and the ratio to the
+release's, the achieved GFLOP/s and the fraction of the device's floor.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+BACKEND_ORDER = ("release", "reference", "cpu", "triton", "cuda")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def load(paths) -> dict:
+    """{machine name: merged pytest-benchmark dict} over all files; a rerun replaces an entry."""
+    machines: dict = {}
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        info = data.get("machine_info", {}).get("inik_fast")
+        if info is None:
+            raise SystemExit(f"{path}: no machine_info.inik_fast; expected a JSON written by the benchmarks/ suites")
+        merged = machines.setdefault(info["device_name"], {**data, "benchmarks": []})
+        if data.get("datetime", "") >= merged.get("datetime", ""):
+            merged.update({k: v for k, v in data.items() if k != "benchmarks"})
+        names = {b["fullname"] for b in data["benchmarks"]}
+        merged["benchmarks"] = [b for b in merged["benchmarks"] if b["fullname"] not in names] + data["benchmarks"]
+    return machines
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")
+
+
+def stem(data: dict) -> str:
+    info = data["machine_info"]["inik_fast"]
+    return f"{slug(info['device_name'])}-{info['date']}"
+
+
+def fmt_time(s) -> str:
+    if s is None:
+        return "n/a"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if s >= scale:
+            return f"{s / scale:.3g} {unit}"
+    return f"{s / 1e-9:.3g} ns"
+
+
+def fmt_bytes(n) -> str:
+    if n is None:
+        return "n/a"
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} B"
+
+
+def ratio(num, den, suffix="x") -> str:
+    return f"{num / den:.3g}{suffix}" if num is not None and den else "n/a"
+
+
+def _order(b) -> tuple:
+    backend = b["extra_info"].get("backend", "")
+    return (BACKEND_ORDER.index(backend) if backend in BACKEND_ORDER else len(BACKEND_ORDER), backend)
+
+
+def group_table(entries: list) -> list[str]:
+    release = next((b["extra_info"] for b in entries if b["extra_info"].get("backend") == "release"), {})
+    lines = [
+        "| backend | median | speed-up vs release | peak extra memory | memory / release | GFLOP/s | floor |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for b in sorted(entries, key=_order):
+        e = b["extra_info"]
+        t = e.get("time_s", b["stats"]["median"])
+        frac = e.get("floor_fraction")
+        lines.append(
+            "| {} | {} | {} | {} | {} | {} | {} |".format(
+                e.get("backend", b["name"]),
+                fmt_time(t),
+                ratio(release.get("time_s"), t),
+                fmt_bytes(e.get("peak_extra_bytes")),
+                ratio(e.get("peak_extra_bytes"), release.get("peak_extra_bytes"), ""),
+                f"{e['gflops']:.3g}" if e.get("gflops") is not None else "n/a",
+                f"{100 * frac:.3g}%" if frac is not None else "n/a",
+            )
+        )
+    return lines
+
+
+def markdown(data: dict) -> str:
+    info, commit = data["machine_info"]["inik_fast"], data.get("commit_info", {})
+    gpu = info["device"] == "cuda"
+    versions = f"torch {info['torch']}" + (f", CUDA {info['cuda']}" if info.get("cuda") else "")
+    versions += f", triton {info['triton']}" if info.get("triton") else ""
+    rev = (commit.get("id") or "?")[:10] + (" (uncommitted changes)" if commit.get("dirty") else "")
+    peak = f"{info['peak_fma_per_s'] / 1e9:.4g} GFMA/s" if info.get("peak_fma_per_s") else "unknown"
+    out = [
+        f"## {info['device_name']} ({info['date']})",
+        "",
+        f"- Machine: {info['device_name']}" + (f"; host CPU {info['cpu']}, {info['cores']} cores" if gpu else ""),
+        f"- Software: {versions}; commit {rev}; size profile `{info['profile']}`; backends: {', '.join(info['backends'])}",
+        f"- Peak fp32 FMA rate for the floor: {peak} ({info['peak_source']})",
+        "- Median: " + ("the CUDA-event median of the timed rounds" if gpu else "the wall-clock median of the timed rounds")
+        + "; speed-up = release median / this median, measured in the same run; memory = peak extra memory of one call"
+        + (" (CUDA caching allocator)" if gpu else " (peak resident set above the one before the call)")
+        + "; floor = time at the peak FMA rate for the work's MACs / median.",
+    ]
+    groups: dict = {}
+    for b in data["benchmarks"]:
+        groups.setdefault(b.get("group") or b["name"], []).append(b)
+
+    def key(item):  # the suites' own order (ops, then model), then by name
+        return (item[1][0]["extra_info"].get("suite_rank", 0), item[0])
+
+    for name, entries in sorted(groups.items(), key=key):
+        out += ["", f"### {name}", ""] + group_table(entries)
+    return "\n".join(out) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("json", nargs="+", help="pytest-benchmark JSON files written by the benchmarks/ suites")
+    p.add_argument("--out-dir", type=Path, default=RESULTS, help=f"where to write <machine>-<date>.json/.md ({RESULTS})")
+    p.add_argument("--no-files", action="store_true", help="only print the markdown")
+    args = p.parse_args(argv)
+    texts = []
+    for data in load(args.json).values():
+        text = markdown(data)
+        texts.append(text)
+        if not args.no_files:
+            args.out_dir.mkdir(parents=True, exist_ok=True)
+            (args.out_dir / f"{stem(data)}.json").write_text(json.dumps(data, indent=1) + "\n")
+            (args.out_dir / f"{stem(data)}.md").write_text(text)
+            print(f"wrote {args.out_dir / stem(data)}.json and .md", file=sys.stderr)
+    print("\n".join(texts))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""What the benchmarks run: the size profiles, one Case per (suite, shape, dtype, backend), and
+the inputs, models and MAC floors of each suite.
+
+Every case of a group runs the same work; "release" is the release's own computation
+(`inik_fast.release`), measured in the same run as every backend that
+`inik_fast.available_backends(device, dtype)` reports.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import torch
+import torch.nn.functional as F
+
+import floor
+import inik_fast
+from inik_fast import INIKNet, INIKNetConfig, ops, release
+from inik_fast.atoms import INRAtoms, coords_and_mask
+
+F32, BF16 = torch.float32, torch.bfloat16
+RELEASE = INIKNetConfig()  # G = 7 size groups, M = 10 atoms, C = 3, Hd = 64
+# a small model for the plumbing checks: G = 2, M = 3, a narrow U-Net (the Triton interpreter is slow)
+SMALL = INIKNetConfig(base_ch=8, num_res_unet=1, num_res_lstm=1, basis_num=3, max_kernel_size=5, inr_hidden=16)
+
+SUITE_TITLES = {
+    "ikconv_forward": "inverse_kernel_conv forward",
+    "ikconv_train": "inverse_kernel_conv forward+backward as in training (grads of atoms, scale, basis, weight, bias)",
+    "ikconv_train_dx": "inverse_kernel_conv forward+backward with the image gradient too",
+    "atom_bank": "atom_bank forward+backward (release: G*M separate MLP calls)",
+    "model_eval": "INIKNet eval forward (inference_mode)",
+    "train_step": "INIKNet training step (forward, 3-scale MSE, backward, Adam)",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """Sizes (B, H, W, dtype) per suite, the model config, and how many rounds to time."""
+
+    config: INIKNetConfig
+    ikconv_forward: tuple
+    ikconv_train: tuple
+    ikconv_train_dx: tuple
+    atom_bank: tuple  # dtypes
+    model_eval: tuple
+    train_step: tuple
+    warmup: int  # untimed calls first (Triton compiles and autotunes in them)
+    target_s: float  # time each entry for about this long ...
+    min_rounds: int  # ... in at least / at most this many rounds
+    max_rounds: int
+
+
+PROFILES = {
+    # the project's CPU goals; the release model takes seconds a call here, so few rounds
+    "cpu": Profile(
+        config=RELEASE,
+        ikconv_forward=((1, 512, 512, F32), (1, 256, 256, F32)),
+        ikconv_train=((1, 512, 512, F32), (1, 256, 256, F32)),
+        ikconv_train_dx=((1, 256, 256, F32),),
+        atom_bank=(F32,),
+        model_eval=((1, 512, 512, F32),),
+        train_step=((1, 256, 256, F32),),
+        warmup=1, target_s=3.0, min_rounds=3, max_rounds=20,
+    ),
+    # a DPDD test image (1680x1120) for inference, the release's training batch for training
+    "cuda": Profile(
+        config=RELEASE,
+        ikconv_forward=((1, 1120, 1680, F32),),
+        ikconv_train=((4, 256, 256, F32), (4, 256, 256, BF16)),
+        ikconv_train_dx=((4, 256, 256, F32),),
+        atom_bank=(F32,),
+        model_eval=((1, 1120, 1680, F32),),
+        train_step=((4, 256, 256, F32),),
+        warmup=3, target_s=1.0, min_rounds=5, max_rounds=50,
+    ),
+    # plumbing checks (gpu_check.sh --cpu-dry-run, CI): one round of tiny shapes
+    "tiny": Profile(
+        config=SMALL,
+        ikconv_forward=((1, 24, 40, F32),),
+        ikconv_train=((2, 16, 16, F32),),
+        ikconv_train_dx=((2, 16, 16, F32),),
+        atom_bank=(F32,),
+        model_eval=((1, 32, 32, F32),),
+        train_step=((1, 32, 32, F32),),
+        warmup=0, target_s=0.0, min_rounds=1, max_rounds=1,
+    ),
+}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    suite: str
+    backend: str
+    device: str
+    dtype: torch.dtype
+    shape: tuple  # (B, C, H, W) of the image; () for the atom bank
+    profile: Profile
+
+    def __repr__(self) -> str:  # pytest-benchmark stores it in the JSON's params
+        return f"Case({self.suite}, {self.id})"
+
+    @property
+    def config(self) -> INIKNetConfig:
+        return self.profile.config
+
+    @property
+    def id(self) -> str:
+        size = "x".join(map(str, (self.shape[0], *self.shape[2:]))) if self.shape else "bank"
+        return f"{dtype_name(self.dtype)}-{size}-{self.backend}"
+
+    @property
+    def shape_text(self) -> str:
+        cfg = self.config
+        ops_part = f"G={cfg.num_groups} M={cfg.basis_num}"
+        if not self.shape:
+            return f"{ops_part} Hd={cfg.inr_hidden}"
+        B, C, H, W = self.shape
+        if self.suite.startswith("ikconv"):
+            return f"B={B} C={C} {H}x{W}, {ops_part}"
+        return f"B={B} C={C} {H}x{W}" + ("" if cfg == RELEASE else f", small model ({ops_part}, base_ch={cfg.base_ch})")
+
+    @property
+    def group(self) -> str:
+        return f"{SUITE_TITLES[self.suite]} | {dtype_name(self.dtype)} | {self.shape_text}"
+
+
+def cases(suite: str, device: str, profile_name: str) -> list[Case]:
+    """Every case of `suite`: for each size of the profile, "release" then each available backend."""
+    profile = PROFILES[profile_name]
+    out = []
+    for entry in getattr(profile, suite):
+        if suite == "atom_bank":
+            dtype, shape = entry, ()
+        else:
+            B, H, W, dtype = entry
+            shape = (B, profile.config.in_ch, H, W)
+        for backend in ["release", *inik_fast.available_backends(device, dtype)]:
+            out.append(Case(suite, backend, device, dtype, shape, profile))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs
+# ---------------------------------------------------------------------------------------------
+def cache_bytes(device: str) -> int:
+    """The last-level cache that input rotation must defeat: the GPU's L2, the CPU's L3."""
+    if torch.device(device).type == "cuda":
+        return getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 50 * 2**20)
+    for level in (3, 2):
+        try:
+            text = open(f"/sys/devices/system/cpu/cpu0/cache/index{level}/size").read().strip()
+            return int(text.rstrip("K")) * 1024 if text.endswith("K") else int(text.rstrip("M")) * 2**20
+        except (OSError, ValueError):
+            continue
+    return 32 * 2**20
+
+
+def input_sets(make, device: str, max_sets: int = 8) -> list[dict]:
+    """Enough input sets made by make(seed) that cycling through them streams more than twice
+    the last-level cache, so no timed call finds its inputs cached by the call before."""
+    first = make(0)
+    size = sum(t.numel() * t.element_size() for t in first.values() if isinstance(t, torch.Tensor))
+    n = min(max_sets, max(1, math.ceil(2 * cache_bytes(device) / max(size, 1))))
+    return [first] + [make(seed) for seed in range(1, n)]
+
+
+def _randn(shape, gen, device, dtype=F32, s=1.0):
+    return (torch.randn(shape, generator=gen, device=device) * s).to(dtype)
+
+
+def ikconv_inputs(case: Case, seed: int, *, grads: tuple = (), x_grad=False) -> dict:
+    """Inputs of inverse_kernel_conv as the model makes them (atoms zero outside their windows,
+    scale a softmax over G+1 groups without the null one); leaves named in `grads` require grad."""
+    B, C, H, W = case.shape
+    G, M, dev = case.config.num_groups, case.config.basis_num, case.device
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    window = (coords_and_mask(G, case.config.coords)[1] > 0).to(device=dev, dtype=F32)
+    t = dict(
+        x=_randn((B, C, H, W), gen, dev, case.dtype),
+        atoms=_randn((G, M, 2 * G + 1, 2 * G + 1), gen, dev, s=0.3) * window[:, None],
+        scale=torch.softmax(_randn((B, G + 1, H, W), gen, dev), 1)[:, 1:].to(case.dtype),
+        basis=_randn((B, M, H, W), gen, dev, case.dtype),
+        weight=_randn((C, G, C, M), gen, dev, s=0.2),
+        bias=_randn((C,), gen, dev),
+    )
+    for k in (*grads, *(("x",) if x_grad else ())):
+        t[k].requires_grad_(True)
+    if grads:
+        t["cotangent"] = _randn((B, C, H, W), gen, dev, case.dtype)
+    return t
+
+
+def ikconv(backend: str, x, atoms, scale, basis, weight, bias):
+    """One call of the op by `backend`; "release" computes in x's dtype, as the release would."""
+    if backend == "release":
+        dt = x.dtype
+        return release.release_inverse_kernel_conv(x, atoms.to(dt), scale, basis, weight.to(dt), bias.to(dt))
+    return ops.inverse_kernel_conv(x, atoms, scale, basis, weight, bias, residual=True, backend=backend)
+
+
+def atom_module(case: Case) -> INRAtoms:
+    torch.manual_seed(0)
+    return INRAtoms(case.config).to(device=case.device, dtype=case.dtype)
+
+
+def atoms_of(module: INRAtoms, case: Case):
+    if case.backend == "release":
+        return release.release_atoms(module, case.config.num_groups, case.config.coords)
+    return module(case.backend)
+
+
+def model(case: Case) -> INIKNet:
+    torch.manual_seed(0)
+    return INIKNet(case.config, backend=case.backend).to(device=case.device, dtype=case.dtype)
+
+
+def training_data(case: Case) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A blurry batch and its target resized to the model's three output scales."""
+    gen = torch.Generator(device=case.device).manual_seed(0)
+    x = torch.rand(case.shape, generator=gen, device=case.device).to(case.dtype)
+    target = torch.rand(case.shape, generator=gen, device=case.device).to(case.dtype)
+    scaled = [F.interpolate(target, scale_factor=f, mode="bilinear", align_corners=False) for f in (0.25, 0.5)]
+    return x, [*scaled, target]
+
+
+def train_loss(outs, targets):
+    """The release's loss without its perceptual terms: MSE at each of the three scales."""
+    return sum(F.mse_loss(o, t) for o, t in zip(outs, targets))
+
+
+# ---------------------------------------------------------------------------------------------
+# MAC floors
+# ---------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def macs(suite: str, shape: tuple, cfg: INIKNetConfig) -> int:
+    """The floor of one timed call of `suite` at `shape` (the same for every backend)."""
+    G, M = cfg.num_groups, cfg.basis_num
+    if suite == "atom_bank":
+        return sum(floor.atom_bank_macs(G, M, cfg.inr_hidden, cfg.coord_dim, backward=b) for b in (False, True))
+    B, C, H, W = shape
+    if suite == "ikconv_forward":
+        return floor.ikconv_macs(B, C, H, W, G, M, C)
+    if suite in ("ikconv_train", "ikconv_train_dx"):
+        bwd = floor.ikconv_macs(B, C, H, W, G, M, C, backward=True, need_x_grad=suite == "ikconv_train_dx")
+        return floor.ikconv_macs(B, C, H, W, G, M, C) + bwd
+    with torch.device("meta"):
+        net = INIKNet(cfg, backend="reference")
+        x = torch.empty(shape)
+    if suite == "model_eval":
+        net.eval()
+        return floor.count_macs(lambda: net(x))
+    return floor.count_macs(lambda: sum(o.sum() for o in net(x)).backward())

@@ -1,0 +1,105 @@
+"""The benchmark plumbing: `benchmarks/gpu_check.sh --cpu-dry-run` end to end on this CPU (tiny
+sizes, Triton interpreter, one round), and benchmarks/report.py on the JSON that run wrote."""
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import inik_fast
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+SUITES = ("ikconv_forward", "ikconv_train", "ikconv_train_dx", "atom_bank", "model_eval", "train_step")
+
+
+def _bench_module(name):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpu_check")
+    env = dict(os.environ, PYTHON=sys.executable)
+    proc = subprocess.run(
+        [str(BENCH / "gpu_check.sh"), "--out", str(out), "--cpu-dry-run"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=400,
+    )
+    return proc, out
+
+
+def _report(args, cwd):
+    proc = subprocess.run([sys.executable, str(BENCH / "report.py"), *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+    return proc
+
+
+@pytest.mark.slow
+def test_dry_run_passes_every_stage_and_writes_its_files(dry_run):
+    proc, out = dry_run
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    summary = (out / "summary.txt").read_text()
+    for name in ("info", "tests-gpu", "bench-ops", "bench-model"):
+        assert re.search(rf"^{name} +ok ", summary, re.M), summary
+    assert re.search(r"^build +skipped ", summary, re.M), summary
+    files = sorted(p.name for p in out.iterdir())
+    assert len(files) <= 8, files  # what comes back from the GPU machine
+    for name in ("summary.txt", "build.log", "tests.log", "bench.log", "bench-ops.json", "bench-model.json"):
+        assert name in files, files
+    assert len([f for f in files if f.endswith(".md")]) == 1, files
+    assert "=== gpu_check summary" in proc.stdout[-12000:]  # the caller sees the last 12,000 characters
+
+
+@pytest.mark.slow
+def test_report_tables_from_the_dry_run(dry_run, tmp_path):
+    _, out = dry_run
+    raw = [out / "bench-ops.json", out / "bench-model.json"]
+    proc = _report([*raw, "--out-dir", tmp_path], ROOT)
+    assert proc.returncode == 0, proc.stderr
+    md = proc.stdout
+    backends = ["release", *inik_fast.available_backends("cpu", torch.float32)]
+    entries = [b for path in raw for b in json.loads(path.read_text())["benchmarks"]]
+    for suite in SUITES:
+        mine = [b for b in entries if b["extra_info"]["suite"] == suite]
+        assert sorted(b["extra_info"]["backend"] for b in mine) == sorted(backends), suite
+        group = mine[0]["group"]
+        table = md.split(f"### {group}\n", 1)[1].split("\n\n###", 1)[0]
+        rows = table.strip().splitlines()[2:]  # after the header and the alignment row
+        assert [r.split(" | ")[0][2:] for r in rows] == backends, table  # release first, then by backend
+        assert rows[0].split(" | ")[2] == "1x", rows[0]  # release against itself
+        for b in mine:
+            e = b["extra_info"]
+            assert e["time_s"] > 0 and e["macs"] > 0 and e["floor_fraction"] > 0, e
+            assert e["peak_extra_bytes"] is not None and e["device"] and e["dtype"] == "float32", e
+    # the merged file is a valid input again and gives the same tables
+    merged = sorted(tmp_path.glob("*.json"))
+    assert len(merged) == 1 and (tmp_path / f"{merged[0].stem}.md").read_text() == md.rstrip("\n") + "\n"
+    again = _report([merged[0], "--no-files"], ROOT)
+    assert again.returncode == 0 and again.stdout == md
+
+
+def test_report_refuses_json_of_other_suites(tmp_path):
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps({"machine_info": {}, "benchmarks": []}))
+    proc = _report([path, "--no-files"], ROOT)
+    assert proc.returncode != 0 and "no machine_info.inik_fast" in proc.stderr
+
+
+def test_floor_counts_match_the_contract():
+    floor = _bench_module("floor")
+    assert floor.window_taps(7) == 679
+    per_pixel = floor.ikconv_macs(1, 3, 1, 1, 7, 10, 3)
+    assert per_pixel == 20_370 + 630  # OPS.md: 20,370 MACs for D plus the mixing
+    assert floor.ikconv_macs(2, 3, 4, 5, 7, 10, 3) == 40 * per_pixel
+    assert floor.ikconv_macs(1, 3, 1, 1, 7, 10, 3, backward=True) == 2 * per_pixel
+    assert floor.ikconv_macs(1, 3, 1, 1, 7, 10, 3, backward=True, need_x_grad=True) == 3 * per_pixel
+    peak, source = floor.peak_fma("cpu")
+    assert peak > 0 and "cores" in source
