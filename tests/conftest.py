@@ -3,7 +3,10 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
+
+# The interpreter's many small numpy matmuls stall on OpenBLAS threads (read when numpy loads).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import torch  # noqa: E402
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # read when the Triton kernels are defined

@@ -68,14 +68,19 @@ def case_for(shape, dtype, device, seed=0):
 
 def check_against_reference(backend, device, dtype, shape, grads=IKCONV_GRAD_NAMES):
     usable(backend, device, dtype)
-    exact = case_for(shape, F64, "cpu")
-    y_ref, g_ref = ikconv_run(exact, "reference", grads=grads)
-    y, g = ikconv_run(case_for(shape, dtype, device), backend, grads=grads)
+    case = case_for(shape, dtype, device)
+    # The truth is the exact result on the inputs and cotangent as rounded to `dtype`, so that the
+    # errors below measure the computation, not the rounding of the inputs.
+    exact = cast(case, F64, "cpu")
+    B, O, H, W = case["x"].shape[0], case["weight"].shape[0], *case["x"].shape[2:]
+    cot = torch.randn(B, O, H, W, generator=torch.Generator().manual_seed(1), dtype=F64).to(dtype).to(F64)
+    y_ref, g_ref = ikconv_run(exact, "reference", cot, grads=grads)
+    y, g = ikconv_run(case, backend, cot, grads=grads)
     assert y.shape == y_ref.shape and y.dtype == dtype and y.device.type == device
     if dtype in TOL:
         tol = {k: TOL[dtype] for k in ["y", *g_ref]}
     else:  # half precision: at most about twice the error of plain PyTorch at that precision
-        y_plain, g_plain = ikconv_run(case_for(shape, dtype, device), None, fn=release_op, grads=grads)
+        y_plain, g_plain = ikconv_run(case, None, cot, fn=release_op, grads=grads)
         tol = {"y": 2 * rel_err(y_plain, y_ref) + 1e-5}
         tol.update({k: 2 * rel_err(g_plain[k], g_ref[k]) + 1e-5 for k in g_ref if g_ref[k] is not None})
     assert rel_err(y, y_ref) <= tol["y"], f"output: {rel_err(y, y_ref):.3g} > {tol['y']:.3g}"

@@ -1,0 +1,85 @@
+"""Inverse-kernel convolution forward: one pass, D never leaves registers.
+
+Per tile and per (group g, channel c), D [BLOCK, M] = im2col(x) [BLOCK, taps] @ atoms_g [taps, M],
+taken in chunks of TAPS taps; then y [BLOCK, O] += (D * S_g * Bt) @ weight[:, g, c, :]^T.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from .ikconv_tiles import IDX, tap_offsets, tile_pixels
+from .launch import TAPS, dot_precision, kernel, launch, pow2, tiled
+
+
+@tiled()
+@kernel
+def _ikconv_forward_kernel(
+    xp, atoms, scale, basis, weight, bias, y, H, W, Wp, plane, C, O, G, M,
+    HAS_BIAS: tl.constexpr, RESIDUAL: tl.constexpr, M_P: tl.constexpr, O_P: tl.constexpr,
+    TC: tl.constexpr, PREC: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
+):
+    acc_t = atoms.dtype.element_ty
+    b = tl.program_id(1).to(tl.int64)
+    _h0, _w0, h, w, valid = tile_pixels(tl.program_id(0), H, W, TH, TW)
+    HW = H * W
+    K = 2 * G + 1
+    KK = K * K
+    pix = h * W + w
+    xoff = h * Wp + w  # tap (u, v) of pixel (h, w) is padded pixel (h + G + u, w + G + v)
+    m = tl.arange(0, M_P).to(IDX)
+    o = tl.arange(0, O_P).to(IDX)
+    bt = tl.load(basis + (b * M + m[None, :]) * HW + pix[:, None], mask=(m < M)[None, :], other=0.0).to(acc_t)
+    out = tl.zeros([TH * TW, O_P], dtype=acc_t)
+    for g in range(G):
+        r = g + 1
+        mix = bt * tl.load(scale + (b * G + g) * HW + pix).to(acc_t)[:, None]
+        for c in range(C):
+            xplane = xp + (b * C + c) * plane
+            d = tl.zeros([TH * TW, M_P], dtype=acc_t)
+            for t0 in range(0, (2 * r + 1) * (2 * r + 1), TC):
+                tap_off, a_off, a_mask = tap_offsets(t0, r, G, K, Wp, M, M_P, TC)
+                a = tl.load(atoms + g * M * KK + a_off, mask=a_mask, other=0.0)
+                x_cols = tl.load(xplane + xoff[:, None] + tap_off[None, :]).to(acc_t)  # im2col block
+                d = tl.dot(x_cols, a, acc=d, input_precision=PREC, out_dtype=acc_t)
+            wgc = tl.load(
+                weight + o[None, :] * (G * C * M) + (g * C + c) * M + m[:, None],
+                mask=(m < M)[:, None] & (o < O)[None, :], other=0.0,
+            )
+            out = tl.dot(d * mix, wgc, acc=out, input_precision=PREC, out_dtype=acc_t)
+    if HAS_BIAS:
+        out += tl.load(bias + o, mask=o < O, other=0.0)[None, :]
+    if RESIDUAL:  # O == C
+        centre = xoff + G * Wp + G
+        out += tl.load(xp + (b * C + o[None, :]) * plane + centre[:, None], mask=(o < O)[None, :], other=0.0).to(acc_t)
+    y_ptrs = y + (b * O + o[None, :]) * HW + pix[:, None]
+    tl.store(y_ptrs, out.to(y.dtype.element_ty), mask=valid[:, None] & (o < O)[None, :])
+
+
+def pad_image(x: torch.Tensor, R: int) -> torch.Tensor:
+    """x with R zeros on each side of H and W: the kernels read every tap without a bounds check."""
+    return F.pad(x, (R, R, R, R))
+
+
+def ikconv_forward(x, atoms, scale, basis, weight, bias, residual):
+    B, C, H, W = x.shape
+    G, M, K, _ = atoms.shape
+    O = weight.shape[0]
+    y = x.new_empty(B, O, H, W)
+    if y.numel() == 0:
+        return y
+    R = K // 2
+    xp = pad_image(x, R)
+
+    def grid(meta):
+        return (triton.cdiv(H, meta["TH"]) * triton.cdiv(W, meta["TW"]), B)
+
+    launch(
+        _ikconv_forward_kernel, grid, xp, atoms, scale, basis, weight, weight if bias is None else bias, y,
+        H, W, W + 2 * R, (H + 2 * R) * (W + 2 * R), C, O, G, M,
+        HAS_BIAS=bias is not None, RESIDUAL=residual, M_P=pow2(M), O_P=pow2(O), TC=TAPS,
+        PREC=dot_precision(atoms.dtype), tile=True,
+    )
+    return y

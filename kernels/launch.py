@@ -1,0 +1,83 @@
+"""How the Triton kernels are compiled and launched: on a GPU through `wrap_triton`, with tiles
+picked by the autotuner (keyed on the channel and atom counts only, so that a new image size
+reuses the tuned config); under TRITON_INTERPRET=1 (CPU tensors, numpy) as plain kernels with one
+fixed tile. The interpreter pays per operation rather than per element, so it gets larger blocks.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+
+import torch
+import triton
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+# Integer arguments the kernels are not specialized on (Triton would compile a variant for each
+# value that is 1 or a multiple of 16): one binary per dtype, flags and tile serves every shape.
+SIZE_ARGS = ["B", "H", "W", "Wp", "plane", "C", "O", "G", "M", "NPT", "KK", "Hd", "D", "halo_max"]
+# The autotune key of every tiled kernel: channel, output, group and atom counts, never H or W.
+TUNE_KEY = ["C", "O", "G", "M"]
+# Tiles of TH x TW pixels. Few configs, since each one compiles the whole kernel.
+GPU_TILES = [
+    triton.Config({"TH": 8, "TW": 16}, num_warps=4, num_stages=2),
+    triton.Config({"TH": 16, "TW": 16}, num_warps=4, num_stages=2),
+    triton.Config({"TH": 16, "TW": 16}, num_warps=8, num_stages=2),
+]
+INTERPRET_TILE = {"TH": 16, "TW": 16}
+# Taps per chunk of the im2col dot products (a dot needs every dimension >= 16); the interpreter
+# takes larger chunks, since it pays per operation.
+TAPS = 128 if INTERPRET else 32
+# Persistent backward programs per multiprocessor: bounds the per-program partial sums.
+PROGRAMS_PER_SM = 2
+INTERPRET_PROGRAMS = 4
+
+
+def pow2(n: int, least: int = 16) -> int:
+    """The block size holding n: the next power of two, at least `least` (tl.dot's minimum)."""
+    return max(least, triton.next_power_of_2(n))
+
+
+def dot_precision(acc: torch.dtype) -> str:
+    """fp32 dots use 3xTF32 on tensor cores (about fp32 accuracy); fp64 dots are exact."""
+    return "ieee" if acc == torch.float64 else "tf32x3"
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def max_programs(device: torch.device, per_sm: int = PROGRAMS_PER_SM) -> int:
+    """Programs of a persistent grid on `device`."""
+    if device.type != "cuda":
+        return INTERPRET_PROGRAMS
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return per_sm * _sm_count(index)
+
+
+def kernel(fn):
+    """triton.jit, not specialized on the size arguments (SIZE_ARGS) that `fn` takes."""
+    names = inspect.signature(fn).parameters
+    return triton.jit(fn, do_not_specialize=[a for a in SIZE_ARGS if a in names])
+
+
+def tiled(reset_to_zero: tuple[str, ...] = ()):
+    """Decorator for a jitted kernel with TH/TW tile meta-parameters: autotuned on a GPU."""
+
+    def wrap(fn):
+        if INTERPRET:
+            return fn
+        return triton.autotune(GPU_TILES, key=TUNE_KEY, reset_to_zero=list(reset_to_zero) or None)(fn)
+
+    return wrap
+
+
+def launch(fn, grid, *args, tile: bool = False, **kwargs) -> None:
+    """Run the kernel `fn` on `grid` (a tuple, or a function of the meta-parameters). `tile`: `fn`
+    takes TH/TW, which the autotuner picks on a GPU and INTERPRET_TILE fixes under the interpreter."""
+    if INTERPRET:
+        fn[grid](*args, **(INTERPRET_TILE if tile else {}), **kwargs)
+    else:
+        torch.library.wrap_triton(fn)[grid](*args, **kwargs)
