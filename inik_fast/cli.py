@@ -1,8 +1,16 @@
-"""The `inik-fast` command line."""
+"""The `inik-fast` command line: info, train, eval, deblur, synth, export, bench.
+
+Errors in what the user gave (files, images, checkpoints, options, backends) end the command
+with one line on stderr and exit status 1, without a traceback (INIK_FAST_DEBUG=1 shows it).
+"""
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import time
+from pathlib import Path
 
 
 def cmd_info(args) -> int:
@@ -23,16 +31,247 @@ def cmd_info(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------------------------
+# train
+# ----------------------------------------------------------------------------------------------
+def _train_flags(p: argparse.ArgumentParser) -> None:
+    """Flags of `train`; each overrides the same key of --config (defaults: TrainConfig)."""
+    S = argparse.SUPPRESS
+    p.add_argument("--config", help="JSON file of training settings (the keys of the flags below, with _ for -)")
+    p.add_argument("--model-config", help="JSON file of INIKNetConfig fields (default: the release config)")
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default=S, help="synthetic (default), dpdd, lfdof, realdof, rtf or pairs")
+    g.add_argument("--data", default=S, help="dataset root folder (folder datasets)")
+    g.add_argument("--split", default=S, help="dataset split (default train)")
+    g.add_argument("--val-data", default=S, help="validation dataset root (folder datasets)")
+    g.add_argument("--val-split", default=S, help="validation split (default test)")
+    g.add_argument("--crop", type=int, default=S, help="training crop size (default 256, a multiple of 16)")
+    g.add_argument("--max-radius", type=float, default=S, help="synthetic: largest blur radius in px (default 8)")
+    g.add_argument("--noise", type=float, default=S, help="synthetic: largest noise sigma (default 0)")
+    g = p.add_argument_group("schedule")
+    g.add_argument("--steps", type=int, default=S, help="optimizer steps")
+    g.add_argument("--epochs", type=float, default=S, help="epochs instead of steps (folder datasets)")
+    g.add_argument("--batch", type=int, default=S, help="images per process and micro-batch (default 4)")
+    g.add_argument("--accum", type=int, default=S, help="gradient accumulation: micro-batches per step (default 1)")
+    g.add_argument("--lr", type=float, default=S, help="Adam learning rate (default 2e-4)")
+    g.add_argument("--milestones", type=int, nargs="+", default=S, help="steps where lr *= gamma (default: 24/48/72%% of the steps, as the release)")
+    g.add_argument("--gamma", type=float, default=S, help="MultiStepLR factor (default 0.5)")
+    g = p.add_argument_group("loss")
+    for name, default in (("mse", 1.0), ("fft", 0.1), ("lpips", 0.0), ("vgg", 0.0)):
+        g.add_argument(f"--{name}", type=float, default=S, help=f"weight of the {name.upper()} term (default {default}; the release uses 0.1 for lpips and vgg)")
+    g.add_argument("--perceptual-weights", default=S, help="folder with the pretrained VGG19 / AlexNet / LPIPS weights")
+    g = p.add_argument_group("execution")
+    g.add_argument("--backend", default=S, help="auto (the fastest fused backend, default), reference, cpu, triton, cuda or release")
+    g.add_argument("--amp", choices=("none", "bf16", "fp16"), default=S, help="mixed precision (default none)")
+    g.add_argument("--device", default=S, help="auto (default), cpu, cuda, cuda:N")
+    g.add_argument("--threads", type=int, default=S, help="torch CPU threads")
+    g.add_argument("--workers", type=int, default=S, help="data loader worker processes (default 0)")
+    g.add_argument("--seed", type=int, default=S, help="seed of the model init and the data stream (default 0)")
+    g = p.add_argument_group("bookkeeping")
+    g.add_argument("--out", default=S, help="run folder: last.pt and train.log (default runs/train)")
+    g.add_argument("--log-every", type=int, default=S, help="steps between log lines (default 10)")
+    g.add_argument("--val-every", type=int, default=S, help="steps between validations (default 0: at the end)")
+    g.add_argument("--val-count", type=int, default=S, help="validation images (default 4)")
+    g.add_argument("--val-crop", type=int, default=S, help="centre crop of validation images (default 128)")
+    g.add_argument("--ckpt-every", type=int, default=S, help="steps between checkpoints (default 100)")
+    g.add_argument("--resume", nargs="?", const="auto", default=S, help="continue from PATH, or from OUT/last.pt if it exists")
+    g.add_argument("--stop-after", type=int, default=S, help="end this run after N steps, checkpointed (resume later)")
+    g.add_argument("--no-progress", dest="progress", action="store_false", default=S, help="no progress bar")
+
+
+def train_config_from_args(args):
+    from .config import INIKNetConfig
+    from .train import TrainConfig
+
+    settings = {}
+    if args.config:
+        settings = _read_json(args.config, "--config")
+    flags = {k: v for k, v in vars(args).items() if k in TrainConfig.fields()}
+    settings.update(flags)
+    if args.model_config:
+        settings["model"] = INIKNetConfig.from_json(args.model_config).to_dict()
+    return TrainConfig.from_dict(settings)
+
+
+def _read_json(path, what):
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{what} {path}: no such file") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{what} {path}: not valid JSON ({e})") from None
+
+
+def cmd_train(args) -> int:
+    """Train INIKNet (the release's recipe); torchrun for several processes."""
+    from .train import train
+
+    result = train(train_config_from_args(args))
+    if result["val"] is not None and int(os.environ.get("RANK", "0")) == 0:
+        v = result["val"]
+        print(f"final validation: psnr {v['psnr']:.2f} dB (input {v['input_psnr']:.2f}), ssim {v['ssim']:.4f}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# inference commands
+# ----------------------------------------------------------------------------------------------
+def _model_flags(p):
+    from .deblur import DEFAULT_HALO
+
+    p.add_argument("--checkpoint", help="checkpoint: ours, or a release state dict (default: the bundled one)")
+    p.add_argument("--device", default="auto", help="auto (default: cuda if available), cpu, cuda, cuda:N")
+    p.add_argument("--backend", default="auto", help="auto (default), reference, cpu, triton, cuda or release")
+    p.add_argument("--tile", type=int, help="tile size in px for bounded memory (default: whole image)")
+    p.add_argument("--halo", type=int, default=DEFAULT_HALO, help=f"context around each tile in px (default {DEFAULT_HALO})")
+
+
+def _load_model(args):
+    import torch
+
+    from . import checkpoint
+
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    path = args.checkpoint or checkpoint.default_checkpoint()
+    return checkpoint.load_model(path, device=device, backend=args.backend), path
+
+
+def cmd_deblur(args) -> int:
+    """Deblur image files, folders or globs; write PNG, JPEG or TIFF."""
+    import torch
+
+    from .data.image_io import probe_image, read_image, write_image
+    from .deblur import deblur, expand_inputs, output_paths
+
+    inputs = expand_inputs(args.inputs)
+    outputs = output_paths(inputs, args.output, args.format)
+    for p in inputs:  # headers first: a bad input fails before any work
+        probe_image(p, args.max_pixels)
+    model, _ = _load_model(args)
+    for src, dst in zip(inputs, outputs):
+        t0 = time.perf_counter()
+        img, bits = read_image(src, args.max_pixels)
+        y = deblur(model, torch.from_numpy(img.transpose(2, 0, 1)), tile=args.tile, halo=args.halo)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        write_image(dst, y.float().cpu().numpy().transpose(1, 2, 0), bits)
+        print(f"{src} -> {dst} ({img.shape[1]}x{img.shape[0]}, {time.perf_counter() - t0:.2f} s)")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    """PSNR / SSIM (and LPIPS with --perceptual-weights) of a checkpoint on a dataset."""
+    from .evaluate import evaluate, format_table
+
+    model, path = _load_model(args)
+    report = evaluate(model, args.dataset, args.data, args.split, count=args.count, limit=args.limit, tile=args.tile, halo=args.halo, perceptual_weights=args.perceptual_weights)
+    report["checkpoint"] = str(path)
+    print(format_table(report))
+    if args.json:
+        text = json.dumps(report, indent=2) + "\n"
+        if args.json == "-":
+            sys.stdout.write(text)
+        else:
+            Path(args.json).write_text(text)
+    return 0
+
+
+def cmd_synth(args) -> int:
+    """Write synthetic defocus pairs (OUT/blurry, OUT/sharp) from scikit-image's photos."""
+    from .data import write_pairs
+
+    written = write_pairs(args.out, args.count, split=args.split, crop=args.crop, seed=args.seed, max_radius=args.max_radius, noise=args.noise)
+    print(f"wrote {len(written)} pairs to {args.out}/blurry and {args.out}/sharp")
+    return 0
+
+
+def cmd_export(args) -> int:
+    """Write the model of a checkpoint as a weights file (float16 unless --fp32)."""
+    from . import checkpoint
+
+    obj = checkpoint.export_weights(args.checkpoint, args.output, half=not args.fp32, meta={"source": Path(args.checkpoint).name})
+    n = sum(v.numel() for v in obj["model"].values())
+    print(f"wrote {args.output}: {n} parameters, {Path(args.output).stat().st_size / 2**20:.2f} MiB")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    """Quick timing of the ops and the model, reference against the fused backends."""
+    from .bench import run_bench
+
+    print(run_bench(args.device, args.size, args.batch, args.repeat, args.backends, args.tiny))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .data.image_io import DEFAULT_MAX_PIXELS
+
     p = argparse.ArgumentParser(prog="inik-fast", description="INIKNet defocus deblurring with fused ops")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help=cmd_info.__doc__).set_defaults(func=cmd_info)
+
+    t = sub.add_parser("train", help=cmd_train.__doc__, description=cmd_train.__doc__)
+    _train_flags(t)
+    t.set_defaults(func=cmd_train)
+
+    d = sub.add_parser("deblur", help=cmd_deblur.__doc__, description=cmd_deblur.__doc__)
+    d.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    d.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
+    d.add_argument("--format", help="png, jpg or tiff (default: the input's format, else png)")
+    d.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help=f"refuse larger images (default {DEFAULT_MAX_PIXELS})")
+    _model_flags(d)
+    d.set_defaults(func=cmd_deblur)
+
+    e = sub.add_parser("eval", help=cmd_eval.__doc__, description=cmd_eval.__doc__)
+    e.add_argument("--dataset", default="synthetic", help="synthetic (default: held-out photos incl. the motorcycle pair), dpdd, lfdof, realdof, rtf or pairs")
+    e.add_argument("--data", help="dataset root folder")
+    e.add_argument("--split", default="test", help="dataset split (default test)")
+    e.add_argument("--count", type=int, default=8, help="synthetic: number of held-out images (default 8)")
+    e.add_argument("--limit", type=int, help="evaluate only the first N images")
+    e.add_argument("--json", help="also write the report as JSON to this file (- for stdout)")
+    e.add_argument("--perceptual-weights", help="folder with the LPIPS weights (adds the LPIPS column)")
+    _model_flags(e)
+    e.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("synth", help=cmd_synth.__doc__, description=cmd_synth.__doc__)
+    s.add_argument("out", help="output folder")
+    s.add_argument("--split", choices=("train", "eval"), default="train", help="training crops or the held-out eval images")
+    s.add_argument("--count", type=int, default=16, help="number of pairs (default 16)")
+    s.add_argument("--crop", type=int, default=256, help="train: crop size (default 256)")
+    s.add_argument("--seed", type=int, help="seed (default: 0 for train, the eval seed for eval)")
+    s.add_argument("--max-radius", type=float, default=8.0, help="largest blur radius in px (default 8)")
+    s.add_argument("--noise", type=float, default=0.0, help="largest noise sigma (default 0)")
+    s.set_defaults(func=cmd_synth)
+
+    x = sub.add_parser("export", help=cmd_export.__doc__, description=cmd_export.__doc__)
+    x.add_argument("checkpoint", help="training checkpoint (or any loadable checkpoint)")
+    x.add_argument("output", help="weights file to write")
+    x.add_argument("--fp32", action="store_true", help="keep float32 weights")
+    x.set_defaults(func=cmd_export)
+
+    b = sub.add_parser("bench", help=cmd_bench.__doc__, description=cmd_bench.__doc__)
+    b.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    b.add_argument("--size", type=int, default=128, help="image side in px (default 128)")
+    b.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    b.add_argument("--repeat", type=int, default=3, help="timed repetitions, best kept (default 3)")
+    b.add_argument("--backends", nargs="+", help="backends to time (default: all available, and the release's computation)")
+    b.add_argument("--tiny", action="store_true", help="a tiny model config instead of the release's")
+    b.set_defaults(func=cmd_bench)
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"inik-fast {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, RuntimeError, ImportError) as e:
+        if os.environ.get("INIK_FAST_DEBUG") == "1":
+            raise
+        msg = " ".join(str(e).split()) or type(e).__name__
+        print(f"inik-fast {args.command}: error: {msg}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,154 @@
+"""Checkpoints: atomic saving, and loading (always with weights_only=True) of
+
+  - our training checkpoints   {"format": "inik_fast.train", "config", "model", "optimizer",
+                                "scheduler", "scaler", "step", "rng", "train"}
+  - our weights files          {"format": "inik_fast.weights", "config", "model", "meta"}
+                               (the bundled default, float16)
+  - release checkpoints        a plain INIKNet state dict (the release saves
+                               `net.state_dict()`), or a dict holding one under "state_dict",
+                               "model", "net" or "params"; "module." prefixes (DataParallel)
+                               are removed. The config is read off the tensor shapes.
+
+Every failure is a `CheckpointError` with a one-line message.
+"""
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import torch
+
+from .config import INIKNetConfig
+from .data.image_io import atomic_write_bytes
+
+TRAIN_FORMAT = "inik_fast.train"
+WEIGHTS_FORMAT = "inik_fast.weights"
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "default.pt"
+_WRAPPER_KEYS = ("state_dict", "model", "net", "params")
+_PREFIXES = ("module.", "_orig_mod.")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message is one line."""
+
+
+def atomic_save(obj, path) -> None:
+    """torch.save to a temporary file beside `path`, then rename: a crash never leaves a
+    truncated checkpoint under the final name."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_file(path) -> dict:
+    """The checkpoint's contents, loaded with weights_only=True on the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if "Weights only load failed" in str(e):
+            first = "it holds Python objects other than tensors and plain containers"
+        raise CheckpointError(f"checkpoint {path}: cannot be loaded (truncated, or not a PyTorch checkpoint: {first})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"checkpoint {path}: expected a dict of tensors, got {type(obj).__name__}")
+    return obj
+
+
+def _strip(sd: dict) -> dict:
+    out = {}
+    for k, v in sd.items():
+        for p in _PREFIXES:
+            if isinstance(k, str) and k.startswith(p):
+                k = k[len(p):]
+        out[k] = v
+    return out
+
+
+def _count(sd: dict, pattern: str) -> int:
+    rx = re.compile(pattern)
+    return len({m.group(1) for k in sd if (m := rx.match(k))})
+
+
+def infer_config(sd: dict) -> INIKNetConfig:
+    """The INIKNetConfig of a release-layout state dict, read off its shapes and keys.
+    (w_min / w_max only set the initial frequencies, which the state dict overrides when they
+    are learnable; otherwise the release values 2 and 12 are assumed.)"""
+    first = sd["unet.feat_extract.0.main.0.weight"]
+    inr = "inr_conv.kernelINR_list.0.layers.0.weight"
+    kw = dict(
+        in_ch=first.shape[1],
+        base_ch=first.shape[0],
+        num_res_unet=_count(sd, r"unet\.Encoder\.0\.layers\.(\d+)\."),
+        num_res_lstm=_count(sd, r"lstms_basis_select\.left2right\.cell\.layers\.layers\.(\d+)\."),
+        basis_num=sd["basis_select.weight"].shape[0],
+        max_kernel_size=2 * (sd["scale_select.weight"].shape[0] - 1) + 1,
+    )
+    if inr in sd:
+        kw.update(
+            coords="polar" if sd[inr].shape[1] == 3 else "grid",
+            inr_hidden=sd[inr].shape[0],
+            learnable_freq="inr_conv.kernelINR_list.0.layers.1.w0" in sd,
+        )
+    else:
+        kw["atoms"] = "free"
+    return INIKNetConfig(**kw)
+
+
+def model_state(obj: dict, path) -> tuple[dict, INIKNetConfig]:
+    """(state dict, config) of any supported checkpoint layout."""
+    if obj.get("format") in (TRAIN_FORMAT, WEIGHTS_FORMAT):
+        try:
+            return obj["model"], INIKNetConfig.from_dict(obj["config"])
+        except (KeyError, ValueError, TypeError) as e:
+            raise CheckpointError(f"checkpoint {path}: damaged {obj['format']} file ({e})") from None
+    sd = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), dict)), obj)
+    sd = _strip(sd)
+    if not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"checkpoint {path}: not an INIKNet checkpoint (expected a state dict of tensors)")
+    try:
+        return sd, infer_config(sd)
+    except (KeyError, IndexError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path}: not an INIKNet checkpoint (no usable {e} entry)") from None
+
+
+def load_model(path, device="cpu", backend: str = "auto"):
+    """An INIKNet in eval mode with the checkpoint's weights (float32 parameters)."""
+    from .model import INIKNet
+
+    sd, cfg = model_state(load_file(path), path)
+    model = INIKNet(cfg, backend=backend)
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:300]
+        raise CheckpointError(f"checkpoint {path}: does not match INIKNet{cfg.to_dict()} ({detail})") from None
+    return model.to(device).eval()
+
+
+def default_checkpoint() -> Path:
+    """The bundled default checkpoint; a clear error when it has not been trained yet."""
+    if not DEFAULT_WEIGHTS.is_file():
+        raise CheckpointError(
+            f"the default checkpoint {DEFAULT_WEIGHTS} is missing: train it with scripts/train_default.sh "
+            "or pass --checkpoint PATH"
+        )
+    return DEFAULT_WEIGHTS
+
+
+def export_weights(src, dst, half: bool = True, meta: dict | None = None) -> dict:
+    """Write the model of checkpoint `src` as a weights file (float16 when `half`)."""
+    sd, cfg = model_state(load_file(src), src)
+    dtype = torch.float16 if half else torch.float32
+    obj = {
+        "format": WEIGHTS_FORMAT,
+        "config": cfg.to_dict(),
+        "model": {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()},
+        "meta": dict(meta or {}),
+    }
+    atomic_save(obj, dst)
+    return obj

@@ -1,0 +1,148 @@
+"""The `inik-fast` command line: every command, checkpoint layouts, and one-line errors."""
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from inik_fast import INIKNet, INIKNetConfig, checkpoint
+from inik_fast.cli import build_parser, main, train_config_from_args
+from inik_fast.data import read_image, write_image
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = INIKNetConfig(base_ch=8, num_res_unet=1, num_res_lstm=1, basis_num=2, max_kernel_size=5)
+
+
+@pytest.fixture(scope="module")
+def release_ckpt(tmp_path_factory):
+    """A tiny model saved as the release saves it: a plain state dict."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "INIKNet.pth"
+    torch.save(INIKNet(TINY).state_dict(), path)
+    return path
+
+
+def cli(*args):
+    return main([str(a) for a in args])
+
+
+def test_info(capsys):
+    assert cli("info") == 0
+    assert "reference  available" in capsys.readouterr().out
+
+
+def test_release_checkpoint_layouts_load(tmp_path, release_ckpt):
+    sd = torch.load(release_ckpt, weights_only=True)
+    torch.save({"state_dict": sd}, tmp_path / "wrapped.pth")
+    torch.save({"model": {"module." + k: v for k, v in sd.items()}}, tmp_path / "dataparallel.pth")
+    torch.save({"format": checkpoint.TRAIN_FORMAT, "config": TINY.to_dict(), "model": sd, "step": 3}, tmp_path / "ours.pt")
+    x = torch.rand(1, 3, 32, 32)
+    outs = []
+    for path in (release_ckpt, tmp_path / "wrapped.pth", tmp_path / "dataparallel.pth", tmp_path / "ours.pt"):
+        m = checkpoint.load_model(path, backend="reference")
+        assert m.config == TINY and not m.training
+        with torch.no_grad():
+            outs.append(m(x)[-1])
+    assert all(torch.equal(o, outs[0]) for o in outs)
+    assert checkpoint.infer_config(INIKNet(INIKNetConfig()).state_dict()) == INIKNetConfig()  # the release config
+
+
+def test_synth_eval_deblur_export(tmp_path, release_ckpt, capsys):
+    assert cli("synth", tmp_path / "pairs", "--count", 2, "--crop", 48) == 0
+    assert cli("eval", "--dataset", "pairs", "--data", tmp_path / "pairs", "--checkpoint", release_ckpt, "--backend", "reference", "--json", tmp_path / "r.json") == 0
+    out = capsys.readouterr().out
+    assert "PSNR in" in out and "mean of 2" in out
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert len(report["images"]) == 2 and {"psnr", "ssim"} <= set(report["mean"]["output"]) and "psnr_gain" in report["mean"]
+
+    src = tmp_path / "pairs" / "blurry"
+    write_image(src / "deep.png", read_image(src / "00000.png")[0], bits=16)
+    assert cli("deblur", src, "-o", tmp_path / "out", "--checkpoint", release_ckpt, "--backend", "reference", "--format", "tiff") == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["00000.tiff", "00001.tiff", "deep.tiff"]
+    assert read_image(tmp_path / "out" / "deep.tiff")[1] == 16 and read_image(tmp_path / "out" / "00000.tiff")[1] == 8
+    assert cli("deblur", src / "00000.png", "-o", tmp_path / "one.jpg", "--checkpoint", release_ckpt, "--tile", 32) == 0
+    assert read_image(tmp_path / "one.jpg")[0].shape == (48, 48, 3)
+
+    assert cli("export", release_ckpt, tmp_path / "w16.pt") == 0
+    w = checkpoint.load_file(tmp_path / "w16.pt")
+    assert w["format"] == checkpoint.WEIGHTS_FORMAT and all(v.dtype == torch.float16 for v in w["model"].values())
+    assert (tmp_path / "w16.pt").stat().st_size < 0.6 * release_ckpt.stat().st_size
+    assert cli("deblur", src / "00001.png", "-o", tmp_path / "h.png", "--checkpoint", tmp_path / "w16.pt") == 0
+
+
+def bad_inputs(tmp_path, good_ckpt):
+    """name -> (deblur arguments, expected message), each with its own output path."""
+    from test_data import png_header_only
+
+    write_image(tmp_path / "ok.png", np.random.default_rng(0).random((40, 40, 3)))
+    data = (tmp_path / "ok.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    (tmp_path / "text.jpg").write_text("hello")
+    (tmp_path / "bomb.png").write_bytes(png_header_only(50_000, 50_000))
+    ck = good_ckpt.read_bytes()
+    (tmp_path / "cut.pt").write_bytes(ck[: len(ck) // 2])
+    torch.save({"conv.weight": torch.zeros(3)}, tmp_path / "foreign.pt")
+    (tmp_path / "pickle.pt").write_bytes(pickle.dumps({"model": Path("x")}, protocol=2))
+    torch.save({"format": checkpoint.WEIGHTS_FORMAT, "config": TINY.to_dict(), "model": {"sum.bias": torch.zeros(3)}}, tmp_path / "partial.pt")
+    img = [tmp_path / "ok.png", "--checkpoint", good_ckpt]
+    return {
+        "not an image": ([tmp_path / "text.jpg", "--checkpoint", good_ckpt], "not an image"),
+        "truncated image": ([tmp_path / "cut.png", "--checkpoint", good_ckpt], "cannot decode"),
+        "decompression bomb": ([tmp_path / "bomb.png", "--checkpoint", good_ckpt], "decompression bomb"),
+        "missing input": ([tmp_path / "nope.png", "--checkpoint", good_ckpt], "no such file"),
+        "truncated checkpoint": (img[:1] + ["--checkpoint", tmp_path / "cut.pt"], "cannot be loaded"),
+        "foreign checkpoint": (img[:1] + ["--checkpoint", tmp_path / "foreign.pt"], "not an INIKNet checkpoint"),
+        "pickled objects": (img[:1] + ["--checkpoint", tmp_path / "pickle.pt"], "cannot be loaded"),
+        "incomplete weights": (img[:1] + ["--checkpoint", tmp_path / "partial.pt"], "does not match INIKNet"),
+        "unknown backend": (img + ["--backend", "fpga"], "backend='fpga'"),
+    }
+
+
+def test_bad_input_gives_one_line_and_no_output(tmp_path, release_ckpt, capsys):
+    for name, (args, message) in bad_inputs(tmp_path, release_ckpt).items():
+        out = tmp_path / f"out_{name.replace(' ', '_')}.png"
+        assert cli("deblur", *args, "-o", out) == 1, name
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("inik-fast deblur: error:") and message in err, (name, err)
+        assert not out.exists() and not list(tmp_path.glob(f".{out.name}*")), name
+
+
+def test_bad_input_without_traceback_in_a_process(tmp_path, release_ckpt):
+    (tmp_path / "text.png").write_text("hello")
+    cmd = [sys.executable, "-m", "inik_fast", "deblur", str(tmp_path / "text.png"), "-o", str(tmp_path / "o.png"), "--checkpoint", str(release_ckpt)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and proc.stderr.strip().count("\n") == 0
+    assert "not an image" in proc.stderr and not (tmp_path / "o.png").exists()
+
+
+def test_missing_default_checkpoint_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(checkpoint, "DEFAULT_WEIGHTS", tmp_path / "default.pt")
+    write_image(tmp_path / "a.png", np.zeros((16, 16, 3)))
+    assert cli("deblur", tmp_path / "a.png", "-o", tmp_path / "b.png") == 1
+    err = capsys.readouterr().err
+    assert "default checkpoint" in err and "is missing" in err and "scripts/train_default.sh" in err
+    proc = subprocess.run([sys.executable, "scripts/demo.py", "--checkpoint", str(tmp_path / "default.pt"), "--out", str(tmp_path / "demo.png")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 1 and "is missing" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "demo.png").exists()
+
+
+def test_train_flags_override_the_config_file(tmp_path):
+    (tmp_path / "t.json").write_text(json.dumps({"steps": 10, "crop": 64, "lr": 1e-3}))
+    TINY.to_json(tmp_path / "m.json")
+    args = build_parser().parse_args(["train", "--config", str(tmp_path / "t.json"), "--model-config", str(tmp_path / "m.json"), "--crop", "32", "--amp", "bf16"])
+    cfg = train_config_from_args(args)
+    assert (cfg.steps, cfg.crop, cfg.lr, cfg.amp, cfg.batch) == (10, 32, 1e-3, "bf16", 4)
+    assert INIKNetConfig.from_dict(cfg.model) == TINY
+    (tmp_path / "bad.json").write_text(json.dumps({"stepz": 1}))
+    assert cli("train", "--config", tmp_path / "bad.json") == 1
+
+
+def test_bench_prints_a_table(capsys):
+    assert cli("bench", "--tiny", "--size", 32, "--repeat", 1, "--backends", "reference") == 0
+    out = capsys.readouterr().out
+    assert "| reference" in out and "ikconv fwd+bwd ms" in out and "model fwd ms" in out

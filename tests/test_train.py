@@ -1,0 +1,168 @@
+"""Losses, metrics, checkpoints and the training loop (tiny model, tiny crops)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from inik_fast import backends
+from inik_fast.checkpoint import TRAIN_FORMAT, load_file
+from inik_fast.losses import MultiScaleLoss, fft_loss
+from inik_fast.metrics import psnr, ssim
+from inik_fast.perceptual import LPIPS, PerceptualWeightsError, VGGFeatureL1
+from inik_fast.train import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(base_ch=8, num_res_unet=1, num_res_lstm=1, basis_num=2, max_kernel_size=5)
+
+
+def run(tmp_path, name="run", **kw):
+    settings = dict(model=TINY, steps=4, crop=32, batch=2, out=str(tmp_path / name), ckpt_every=2, log_every=1,
+                    val_count=1, val_crop=32, progress=False, backend="reference")  # fmt: skip
+    settings.update(kw)
+    return train(TrainConfig(**settings))
+
+
+def params(path):
+    return load_file(path)["model"]
+
+
+# ----------------------------------------------------------------------------------------------
+# losses and metrics
+# ----------------------------------------------------------------------------------------------
+def test_fft_loss_is_the_release_formula():
+    x, y = torch.rand(2, 3, 8, 12), torch.rand(2, 3, 8, 12)
+    fx, fy = torch.fft.fft2(x), torch.fft.fft2(y)
+    expected = (fx.real - fy.real).abs().mean() + (fx.imag - fy.imag).abs().mean()
+    assert torch.allclose(fft_loss(x, y), expected, rtol=1e-5)
+
+
+def test_multiscale_loss_resizes_the_target_bilinearly():
+    y = torch.rand(2, 3, 32, 32)
+    outs = [torch.rand(2, 3, 8, 8), torch.rand(2, 3, 16, 16), torch.rand(2, 3, 32, 32)]
+    total, parts = MultiScaleLoss()(outs, y)
+    ys = [F.interpolate(y, scale_factor=s, mode="bilinear", align_corners=False) for s in (0.25, 0.5)] + [y]
+    mse = sum(F.mse_loss(o, t) for o, t in zip(outs, ys))
+    fft = sum(fft_loss(o, t) for o, t in zip(outs, ys))
+    assert torch.allclose(total, mse + 0.1 * fft, rtol=1e-5)
+    assert torch.allclose(parts["mse"], mse) and torch.allclose(parts["fft"], fft)
+    with pytest.raises(ValueError, match="loss weight fft=-1"):
+        MultiScaleLoss(fft=-1)
+
+
+def fake_perceptual_weights(folder: Path):
+    """Random weights with torchvision's and the lpips package's key layouts (no download)."""
+    g = torch.Generator().manual_seed(0)
+    vgg, cin = {}, 3
+    for i, c in zip((0, 2, 5, 7, 10, 12, 14, 16), (64, 64, 128, 128, 256, 256, 256, 256)):
+        vgg[f"features.{i}.weight"], vgg[f"features.{i}.bias"] = torch.randn(c, cin, 3, 3, generator=g) * 0.05, torch.zeros(c)
+        cin = c
+    vgg["classifier.0.weight"] = torch.zeros(2, 2)
+    alex = {}
+    for i, (c, ci, k) in zip((0, 3, 6, 8, 10), ((64, 3, 11), (192, 64, 5), (384, 192, 3), (256, 384, 3), (256, 256, 3))):
+        alex[f"features.{i}.weight"], alex[f"features.{i}.bias"] = torch.randn(c, ci, k, k, generator=g) * 0.05, torch.zeros(c)
+    heads = {f"lin{k}.model.1.weight": torch.rand(1, c, 1, 1, generator=g) for k, c in enumerate((64, 192, 384, 256, 256))}
+    folder.mkdir()
+    torch.save(vgg, folder / "vgg19-dcbb9e9d.pth")
+    torch.save(alex, folder / "alexnet-owt-7be5be79.pth")
+    torch.save(heads, folder / "lpips_alex.pth")
+    return folder
+
+
+def test_perceptual_terms_need_local_weights(tmp_path):
+    with pytest.raises(PerceptualWeightsError, match="cannot be downloaded here"):
+        MultiScaleLoss(lpips=0.1)
+    with pytest.raises(PerceptualWeightsError, match="no vgg19"):
+        VGGFeatureL1(tmp_path)
+    folder = fake_perceptual_weights(tmp_path / "w")
+    x, y = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    vgg, lp = VGGFeatureL1(folder), LPIPS(folder)
+    assert float(vgg(x, x)) == 0 and float(vgg(x, y)) > 0
+    assert lp(x, x).shape == (2,) and torch.all(lp(x, x) == 0) and torch.all(lp(x, y) > 0)
+    total, parts = MultiScaleLoss(lpips=0.1, vgg=0.1, perceptual_weights=folder)([x], y)
+    assert set(parts) == {"mse", "fft", "lpips", "vgg"}
+    assert torch.allclose(total, parts["mse"] + 0.1 * (parts["fft"] + parts["lpips"] + parts["vgg"]))
+    torch.save({"features.0.weight": torch.zeros(1)}, folder / "vgg19-dcbb9e9d.pth")
+    with pytest.raises(PerceptualWeightsError, match="not usable VGG19 weights"):
+        VGGFeatureL1(folder)
+
+
+def test_psnr_and_ssim_use_data_range_1():
+    y = torch.full((3, 16, 16), 0.5)
+    assert psnr(y + 0.1, y) == pytest.approx(20.0)
+    assert ssim(y, y) == pytest.approx(1.0)
+    assert psnr(y + 2.0, y) == pytest.approx(psnr(torch.ones(3, 16, 16), y))  # the prediction is clipped to [0, 1]
+
+
+# ----------------------------------------------------------------------------------------------
+# the training loop
+# ----------------------------------------------------------------------------------------------
+def test_checkpoint_holds_the_whole_state(tmp_path):
+    res = run(tmp_path, steps=2)
+    ck = load_file(res["checkpoint"])  # weights_only=True
+    assert ck["format"] == TRAIN_FORMAT and ck["step"] == 2
+    assert {"model", "optimizer", "scheduler", "scaler", "rng", "train", "config"} <= set(ck)
+    assert ck["scheduler"]["last_epoch"] == 2 and ck["optimizer"]["state"]
+    assert ck["train"]["milestones"] == [1, 1, 1]  # the release's 24/48/72% of 2 steps, rounded, at least 1
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["last.pt", "train.log"]  # no temporary files
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "step 2/2 loss" in log and "val step 2: psnr" in log and "img/s" in log
+
+
+def test_resume_continues_exactly(tmp_path):
+    full = run(tmp_path, "full", steps=4)
+    first = run(tmp_path, "split", steps=4, stop_after=2)  # "killed" after its checkpoint at step 2
+    assert first["step"] == 2 and load_file(first["checkpoint"])["step"] == 2
+    second = run(tmp_path, "split", steps=4, resume="auto")
+    assert second["step"] == 4 and second["losses"] == full["losses"][2:]
+    a, b = params(full["checkpoint"]), params(second["checkpoint"])
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_gradient_accumulation_matches_the_larger_batch(tmp_path):
+    big = run(tmp_path, "big", steps=2, batch=2)
+    acc = run(tmp_path, "acc", steps=2, batch=1, accum=2)
+    assert np.allclose(big["losses"], acc["losses"], rtol=1e-5)
+    a, b = params(big["checkpoint"]), params(acc["checkpoint"])
+    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6) for k in a)
+
+
+def test_fused_backend_follows_the_reference(tmp_path):
+    reasons = backends.not_supported_reasons("cpu", "cpu", torch.float32)
+    if reasons:
+        pytest.skip(f"the cpu backend is unavailable: {'; '.join(reasons)}")
+    ref = run(tmp_path, "ref", steps=5, backend="reference")
+    fused = run(tmp_path, "fused", steps=5, backend="cpu")
+    assert np.allclose(fused["losses"], ref["losses"], rtol=1e-3)
+    assert ref["losses"][-1] != ref["losses"][0]
+
+
+def test_amp_bf16_and_folder_dataset_with_epochs(tmp_path):
+    from inik_fast.data import write_pairs
+
+    write_pairs(tmp_path / "pairs", 3, crop=48, seed=0)
+    res = run(tmp_path, dataset="pairs", data=str(tmp_path / "pairs"), val_data=str(tmp_path / "pairs"), steps=None, epochs=2, batch=2, amp="bf16")
+    assert res["step"] == 3 and np.isfinite(res["losses"]).all()  # ceil(2 epochs x 3 images / batch 2)
+    assert res["val"]["input_psnr"] > 10
+    with pytest.raises(ValueError, match="epochs"):
+        run(tmp_path, steps=None, epochs=1)  # the synthetic stream has no epochs
+
+
+def test_torchrun_two_cpu_processes_match_one(tmp_path):
+    """DDP on 2 CPU processes (gloo), batch 1 each, equals one process with batch 2."""
+    single = run(tmp_path, "single", steps=2, batch=2)
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "inik_fast", "train",
+           "--model-config", str(tmp_path / "tiny.json"), "--steps", "2", "--crop", "32", "--batch", "1", "--backend", "reference",
+           "--out", str(tmp_path / "ddp"), "--ckpt-every", "2", "--val-count", "1", "--val-crop", "32", "--no-progress"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "world 2" in (tmp_path / "ddp" / "train.log").read_text()
+    a, b = params(single["checkpoint"]), params(tmp_path / "ddp" / "last.pt")
+    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6) for k in a)
