@@ -7,8 +7,10 @@ torch.utils.flop_counter on meta tensors (no data, no time) plus the op floors b
 """
 from __future__ import annotations
 
+import functools
 import os
-import re
+import subprocess
+import tempfile
 from pathlib import Path
 
 import torch
@@ -115,27 +117,24 @@ def cpu_name() -> str:
     return info.get("model name", "unknown CPU")
 
 
-def _cpu_fma_per_cycle(info: dict) -> tuple[int, str]:
-    """fp32 FMAs per cycle per core, from the vector ISA: 2 FMA units x vector lanes."""
-    flags = set(info.get("flags", "").split())
-    vendor, family = info.get("vendor_id", ""), info.get("cpu family", "")
-    if "avx512f" in flags:
-        if vendor == "AuthenticAMD" and family == "25":  # Zen 4 runs 512-bit ops on its 2 256-bit FMA pipes
-            return 16, "2 FMA units x 8 fp32 lanes (Zen 4: AVX-512 on 256-bit pipes)"
-        return 32, "2 FMA units x 16 fp32 lanes (AVX-512)"
-    if "fma" in flags:
-        return 16, "2 FMA units x 8 fp32 lanes (AVX2)"
-    return 4, "1 unit x 4 fp32 lanes (SSE, no FMA)"
-
-
+@functools.lru_cache(maxsize=None)
 def cpu_peak_fma() -> tuple[float, str]:
-    info = _cpuinfo()
-    per_cycle, how = _cpu_fma_per_cycle(info)
-    mhz = float(re.sub(r"[^0-9.]", "", info.get("cpu MHz", "")) or 0.0)
-    cores = cpu_cores()
-    if mhz <= 0:
-        return 0.0, "unknown clock (no 'cpu MHz' in /proc/cpuinfo)"
-    return cores * per_cycle * mhz * 1e6, f"{cores} cores x {how} x {mhz / 1e3:.2f} GHz ('cpu MHz' of /proc/cpuinfo)"
+    """The CPU's fp32 FMA ceiling, measured by fma_peak.c (FMA chains in registers on every core).
+    /proc/cpuinfo gives the base clock, not the boost clock the cores run at, and torch.mm does
+    not reach the FMA peak on every CPU, so neither gives a true ceiling."""
+    src = Path(__file__).with_name("fma_peak.c")
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = Path(tmp) / "fma_peak"
+        cc = os.environ.get("CC", "cc")
+        try:
+            subprocess.run([cc, "-O3", "-march=native", "-fopenmp", str(src), "-o", str(exe)], check=True,
+                           capture_output=True, timeout=60)
+            env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
+            rate, threads, lanes, _ = subprocess.run([str(exe)], check=True, capture_output=True, text=True,
+                                                     timeout=120, env=env).stdout.split()
+        except (OSError, subprocess.SubprocessError) as e:
+            return 0.0, f"unknown: benchmarks/fma_peak.c did not build or run ({e})"
+    return float(rate), f"measured by benchmarks/fma_peak.c: {threads} threads x {lanes}-lane fp32 FMA chains"
 
 
 def device_name(device: str) -> str:
