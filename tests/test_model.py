@@ -148,10 +148,9 @@ def test_torch_compile_fullgraph_on_cpu():
     model = INIKNet(SMALL)
     x = torch.rand(1, 3, 32, 32)
     expected = model(x)
-    # Dynamo and AOT autograd trace the whole model through the custom ops' fake kernels and autograd.
-    # Inductor's code generation for the whole model takes minutes on 2 cores, so it is left to
-    # test_backend_ops, which compiles the ops with it.
-    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    # Dynamo, AOT autograd and Inductor trace the whole model through the custom ops' fake kernels
+    # and autograd (about a minute on 2 cores).
+    compiled = torch.compile(model, fullgraph=True)
     got = compiled(x)
     for g, e in zip(got, expected):
         assert rel_err(g, e) < 1e-5
