@@ -59,7 +59,11 @@ FORWARD_ERRORS = {
     ),
     "atoms size": (
         lambda a: a.__setitem__(1, torch.zeros(7, 10, 13, 13, dtype=F64)),
-        "ikconv_forward: atoms must be [G, M, 2G+1, 2G+1] with G, M >= 1, got [7, 10, 13, 13]",
+        "ikconv_forward: atoms must be [G, M, 2G+1, 2G+1] with G in 1..9, M in 1..16, got [7, 10, 13, 13]",
+    ),
+    "atoms beyond 16 per group": (
+        lambda a: a.__setitem__(1, torch.zeros(7, 17, 15, 15, dtype=F64)),
+        "ikconv_forward: atoms must be [G, M, 2G+1, 2G+1] with G in 1..9, M in 1..16, got [7, 17, 15, 15]",
     ),
     "x dims": (
         lambda a: a.__setitem__(0, torch.zeros(3, 16, 16, dtype=F64)),
@@ -116,6 +120,11 @@ def test_atom_bank_rejects_bad_arguments():
     bad = list(args)
     bad[1] = bad[1].float()
     with pytest.raises(RuntimeError, match="atom_bank_forward: mask must be Double, got Float"):
+        torch.ops.inik_fast.atom_bank_forward(*bad)
+    bad = list(args)
+    bad[0] = torch.zeros(10, 21, 21, 3, dtype=F64)
+    message = "atom_bank_forward: coords must be [G, 2G+1, 2G+1, D] with G in 1..9, got [10, 21, 21, 3]"
+    with pytest.raises(RuntimeError, match=re.escape(message)):
         torch.ops.inik_fast.atom_bank_forward(*bad)
     grad = torch.zeros(3, 4, 7, 6, dtype=F64)
     message = "atom_bank_backward: grad_atoms must be [G, M, K, K] = [3, 4, 7, 7], got [3, 4, 7, 6]"

@@ -2,6 +2,7 @@
 on a GPU what tests/test_backend_ops.py does not cover: images of many tiles, the atomics path,
 more than 4 output channels, the whole model (float32, bfloat16 autocast, torch.compile), "auto"."""
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from inik_fast import INIKNet, INIKNetConfig, _extension, backends, ops
-from op_cases import IKCONV_GRAD_NAMES, ikconv_case, ikconv_run, rel_err
+from op_cases import IKCONV_GRAD_NAMES, atom_bank_case, ikconv_case, ikconv_run, rel_err
 
 F32, F64 = torch.float32, torch.float64
 OPS = ("atom_bank_forward", "atom_bank_backward", "ikconv_forward", "ikconv_backward")
@@ -57,6 +58,41 @@ def test_cuda_archs(extension):
 @pytest.mark.parametrize("op", OPS)
 def test_cuda_kernels_registered(extension, op):
     assert torch._C._dispatch_has_kernel_for_dispatch_key(f"inik_fast::{op}", "CUDA")
+
+
+CUDA_KEYS = torch._C.DispatchKeySet(torch._C.DispatchKey.CUDA)
+
+
+@cuda_build
+def test_cuda_ops_check_arguments_without_a_gpu(extension):
+    """The CUDA kernels' host-side checks, reached with CPU tensors by a direct CUDA redispatch:
+    the shapes (shared with the CPU backend) first, then the device, before anything is launched."""
+    case = ikconv_case(2, 3, 16, 16, 7, 10)
+    args = [case[k] for k in ("x", "atoms", "scale", "basis", "weight", "bias")] + [case["residual"]]
+    forward = torch.ops.inik_fast.ikconv_forward.default
+    bad = list(args)
+    bad[2] = torch.zeros(2, 8, 16, 16, dtype=F64)
+    message = "ikconv_forward: scale must be [B, G, H, W] = [2, 7, 16, 16], got [2, 8, 16, 16]"
+    with pytest.raises(RuntimeError, match=re.escape(message)):
+        forward.redispatch(CUDA_KEYS, *bad)
+    with pytest.raises(RuntimeError, match="ikconv_forward: x must be a CUDA tensor, got one on cpu"):
+        forward.redispatch(CUDA_KEYS, *args)
+    bad = [torch.zeros(2, 3, 16, 16, dtype=F64)] + args[:5] + [True, True, True]
+    bad[4] = torch.zeros(2, 9, 16, 16, dtype=F64)
+    message = "ikconv_backward: basis must be [B, M, H, W] = [2, 10, 16, 16], got [2, 9, 16, 16]"
+    with pytest.raises(RuntimeError, match=re.escape(message)):
+        torch.ops.inik_fast.ikconv_backward.default.redispatch(CUDA_KEYS, *bad)
+
+    bank = atom_bank_case(3, 4, 8)
+    bank_args = [bank[k] for k in ("coords", "mask", "w1", "b1", "w2", "b2", "w3", "omega")]
+    bank_forward = torch.ops.inik_fast.atom_bank_forward.default
+    bad = list(bank_args)
+    bad[4] = torch.zeros(4, 8, 7, dtype=F64)
+    message = "atom_bank_forward: w2 must be [M, Hd, Hd] = [4, 8, 8], got [4, 8, 7]"
+    with pytest.raises(RuntimeError, match=re.escape(message)):
+        bank_forward.redispatch(CUDA_KEYS, *bad)
+    with pytest.raises(RuntimeError, match="atom_bank_forward: coords must be a CUDA tensor, got one on cpu"):
+        bank_forward.redispatch(CUDA_KEYS, *bank_args)
 
 
 def usable():

@@ -17,9 +17,9 @@ namespace {
 constexpr const char* kFwd = "atom_bank_forward";
 constexpr const char* kBwd = "atom_bank_backward";
 
-struct BankArgs {
+// The op's arguments, contiguous, and their sizes.
+struct BankArgs : BankShape {
   at::Tensor coords, mask, w1, b1, w2, b2, w3, omega;
-  int64_t G, K, D, M, Hd;
 };
 
 BankArgs check_bank(const char* op, const at::Tensor& coords, const at::Tensor& mask, const at::Tensor& w1,
@@ -30,19 +30,9 @@ BankArgs check_bank(const char* op, const at::Tensor& coords, const at::Tensor& 
                                                            {"b1", &b1},         {"w2", &w2},     {"b2", &b2},
                                                            {"w3", &w3},         {"omega", &omega}};
   for (const auto& [name, t] : all) check_cpu(op, name, *t, dt);
-  check_dim(op, "coords", coords, 4, "[G, K, K, D]");
-  check_dim(op, "w1", w1, 3, "[M, Hd, D]");
-  const int64_t G = coords.size(0), K = coords.size(1), D = coords.size(3), M = w1.size(0), Hd = w1.size(1);
-  check_shape(op, "coords", coords, {G, K, K, D}, "[G, K, K, D]");
-  check_shape(op, "mask", mask, {G, K, K}, "[G, K, K]");
-  check_shape(op, "w1", w1, {M, Hd, D}, "[M, Hd, D]");
-  check_shape(op, "b1", b1, {M, Hd}, "[M, Hd]");
-  check_shape(op, "w2", w2, {M, Hd, Hd}, "[M, Hd, Hd]");
-  check_shape(op, "b2", b2, {M, Hd}, "[M, Hd]");
-  check_shape(op, "w3", w3, {M, Hd}, "[M, Hd]");
-  check_shape(op, "omega", omega, {M}, "[M]");
-  return {coords.contiguous(), mask.contiguous(), w1.contiguous(), b1.contiguous(), w2.contiguous(),
-          b2.contiguous(),     w3.contiguous(),   omega.contiguous(), G, K, D, M, Hd};
+  const BankShape shape = check_bank_shapes(op, coords, mask, w1, b1, w2, b2, w3, omega);
+  return {shape,          coords.contiguous(), mask.contiguous(), w1.contiguous(), b1.contiguous(),
+          w2.contiguous(), b2.contiguous(),    w3.contiguous(),   omega.contiguous()};
 }
 
 // The MLP of one atom at one point: z1, h1, z2, h2 (each [Hd]); returns w3 . h2.

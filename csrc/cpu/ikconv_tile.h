@@ -57,9 +57,9 @@ inline std::vector<Block> split(int n, int most) {
   return out;
 }
 
-struct IkArgs {
-  at::Tensor x, atoms, scale, basis, weight, bias;  // contiguous; bias undefined when absent
-  int64_t B, C, H, W, G, M, K, O;
+// The op's arguments, contiguous (bias undefined when absent), and their sizes.
+struct IkArgs : IkShape {
+  at::Tensor x, atoms, scale, basis, weight, bias;
   bool residual;
 };
 
@@ -72,26 +72,12 @@ inline IkArgs check_ikconv(const char* op, const at::Tensor& x, const at::Tensor
   check_cpu(op, "scale", scale, dt);
   check_cpu(op, "basis", basis, dt);
   check_cpu(op, "weight", weight, dt);
-  check_dim(op, "x", x, 4, "[B, C, H, W]");
-  check_dim(op, "atoms", atoms, 4, "[G, M, K, K]");
-  check_dim(op, "weight", weight, 4, "[O, G, C, M]");
-  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  const int64_t G = atoms.size(0), M = atoms.size(1), K = atoms.size(2), O = weight.size(0);
-  TORCH_CHECK(G >= 1 && M >= 1 && K == 2 * G + 1 && atoms.size(3) == K, op,
-              ": atoms must be [G, M, 2G+1, 2G+1] with G, M >= 1, got ", shape_str(atoms.sizes()));
-  check_shape(op, "scale", scale, {B, G, H, W}, "[B, G, H, W]");
-  check_shape(op, "basis", basis, {B, M, H, W}, "[B, M, H, W]");
-  TORCH_CHECK(O >= 1, op, ": weight must have O >= 1 output channels, got ", shape_str(weight.sizes()));
-  check_shape(op, "weight", weight, {O, G, C, M}, "[O, G, C, M]");
-  at::Tensor b;
-  if (bias.has_value() && bias->defined()) {
-    check_cpu(op, "bias", *bias, dt);
-    check_shape(op, "bias", *bias, {O}, "[O]");
-    b = bias->contiguous();
-  }
-  TORCH_CHECK(!residual || O == C, op, ": residual=True needs O == C, got O=", O, ", C=", C);
-  return {x.contiguous(), atoms.contiguous(), scale.contiguous(), basis.contiguous(), weight.contiguous(), b,
-          B, C, H, W, G, M, K, O, residual};
+  const bool has_bias = bias.has_value() && bias->defined();
+  if (has_bias) check_cpu(op, "bias", *bias, dt);
+  const IkShape shape = check_ikconv_shapes(op, x, atoms, scale, basis, weight, bias, residual);
+  return {shape,          x.contiguous(),      atoms.contiguous(),
+          scale.contiguous(), basis.contiguous(), weight.contiguous(),
+          has_bias ? bias->contiguous() : at::Tensor(), residual};
 }
 
 // Where tile pixels live in a plane, and which tile of the image a work item is.

@@ -17,32 +17,21 @@ namespace {
 
 using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
-void check_bank_args(const at::Tensor& coords, const at::Tensor& mask, const at::Tensor& w1, const at::Tensor& b1,
-                     const at::Tensor& w2, const at::Tensor& b2, const at::Tensor& w3, const at::Tensor& omega) {
-  TORCH_CHECK(coords.dim() == 4 && coords.size(0) >= 1 && coords.size(0) <= 9 &&
-                  coords.size(1) == 2 * coords.size(0) + 1 && coords.size(2) == coords.size(1),
-              "atom_bank: coords must be [G, 2G+1, 2G+1, D] with G in 1..9, got ", coords.sizes());
-  TORCH_CHECK(w1.dim() == 3 && w1.size(2) == coords.size(3), "atom_bank: w1 must be [M, Hd, D=", coords.size(3),
-              "], got ", w1.sizes());
-  const int64_t G = coords.size(0), K = coords.size(1), M = w1.size(0), Hd = w1.size(1);
-  TORCH_CHECK(M >= 1 && M <= 16, "atom_bank: w1 must have M in 1..16 atoms, got M=", M);
-  TORCH_CHECK(Hd >= 1 && Hd <= 128, "atom_bank: w1 must have a hidden width Hd in 1..128, got Hd=", Hd);
-  TORCH_CHECK(mask.sizes() == at::IntArrayRef({G, K, K}), "atom_bank: mask must be [", G, ", ", K, ", ", K, "], got ",
-              mask.sizes());
-  TORCH_CHECK(b1.sizes() == at::IntArrayRef({M, Hd}), "atom_bank: b1 must be [", M, ", ", Hd, "], got ", b1.sizes());
-  TORCH_CHECK(w2.sizes() == at::IntArrayRef({M, Hd, Hd}), "atom_bank: w2 must be [", M, ", ", Hd, ", ", Hd, "], got ",
-              w2.sizes());
-  TORCH_CHECK(b2.sizes() == at::IntArrayRef({M, Hd}), "atom_bank: b2 must be [", M, ", ", Hd, "], got ", b2.sizes());
-  TORCH_CHECK(w3.sizes() == at::IntArrayRef({M, Hd}), "atom_bank: w3 must be [", M, ", ", Hd, "], got ", w3.sizes());
-  TORCH_CHECK(omega.sizes() == at::IntArrayRef({M}), "atom_bank: omega must be [", M, "], got ", omega.sizes());
-  TORCH_CHECK(w1.scalar_type() == at::kFloat || w1.scalar_type() == at::kDouble,
-              "atom_bank: w1 must be float32 or float64, got ", w1.scalar_type());
+constexpr const char* kFwd = "atom_bank_forward";
+constexpr const char* kBwd = "atom_bank_backward";
+
+void check_bank_args(const char* op, const at::Tensor& coords, const at::Tensor& mask, const at::Tensor& w1,
+                     const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2, const at::Tensor& w3,
+                     const at::Tensor& omega) {
   const std::pair<const at::Tensor*, const char*> named[] = {{&coords, "coords"}, {&mask, "mask"}, {&w1, "w1"},
                                                              {&b1, "b1"},         {&w2, "w2"},     {&b2, "b2"},
                                                              {&w3, "w3"},         {&omega, "omega"}};
+  check_bank_shapes(op, coords, mask, w1, b1, w2, b2, w3, omega);  // first: testable on CPU tensors
+  TORCH_CHECK(w1.scalar_type() == at::kFloat || w1.scalar_type() == at::kDouble, op,
+              ": w1 must be float32 or float64, got ", w1.scalar_type());
   for (const auto& [t, name] : named) {
-    check_cuda_tensor(*t, name, w1, "w1");
-    check_dtype(*t, name, w1.scalar_type());
+    check_cuda_tensor(op, name, *t, w1, "w1");
+    check_dtype(op, name, *t, w1.scalar_type());
   }
 }
 
@@ -97,7 +86,7 @@ Grads backward_typed(const at::Tensor& grad, const at::Tensor& coords, const at:
 at::Tensor atom_bank_forward_cuda(const at::Tensor& coords, const at::Tensor& mask, const at::Tensor& w1,
                                   const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2,
                                   const at::Tensor& w3, const at::Tensor& omega) {
-  check_bank_args(coords, mask, w1, b1, w2, b2, w3, omega);
+  check_bank_args(kFwd, coords, mask, w1, b1, w2, b2, w3, omega);
   const c10::cuda::CUDAGuard guard(w1.device());
   const auto c = [](const at::Tensor& t) { return t.contiguous(); };
   return w1.scalar_type() == at::kDouble
@@ -108,11 +97,11 @@ at::Tensor atom_bank_forward_cuda(const at::Tensor& coords, const at::Tensor& ma
 Grads atom_bank_backward_cuda(
     const at::Tensor& grad_atoms, const at::Tensor& coords, const at::Tensor& mask, const at::Tensor& w1,
     const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2, const at::Tensor& w3, const at::Tensor& omega) {
-  check_bank_args(coords, mask, w1, b1, w2, b2, w3, omega);
-  check_cuda_tensor(grad_atoms, "grad_atoms", w1, "w1");
-  check_dtype(grad_atoms, "grad_atoms", w1.scalar_type());
-  TORCH_CHECK(grad_atoms.sizes() == at::IntArrayRef({coords.size(0), w1.size(0), coords.size(1), coords.size(2)}),
-              "atom_bank backward: grad_atoms must be [G, M, K, K], got ", grad_atoms.sizes());
+  check_bank_args(kBwd, coords, mask, w1, b1, w2, b2, w3, omega);
+  check_shape(kBwd, "grad_atoms", grad_atoms, {coords.size(0), w1.size(0), coords.size(1), coords.size(2)},
+              "[G, M, K, K]");
+  check_cuda_tensor(kBwd, "grad_atoms", grad_atoms, w1, "w1");
+  check_dtype(kBwd, "grad_atoms", grad_atoms, w1.scalar_type());
   const c10::cuda::CUDAGuard guard(w1.device());
   const auto c = [](const at::Tensor& t) { return t.contiguous(); };
   return w1.scalar_type() == at::kDouble

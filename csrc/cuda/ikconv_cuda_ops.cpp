@@ -18,39 +18,34 @@ namespace {
 
 using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
-// Checks the arguments the forward and the backward share; returns the accumulation dtype.
-at::ScalarType check_args(const at::Tensor& x, const at::Tensor& atoms, const at::Tensor& scale,
-                          const at::Tensor& basis, const at::Tensor& weight, bool residual) {
-  TORCH_CHECK(x.dim() == 4, "inverse_kernel_conv: x must be [B, C, H, W], got ", x.sizes());
-  TORCH_CHECK(x.is_cuda(), "inverse_kernel_conv: x must be a CUDA tensor, got one on ", x.device());
+constexpr const char* kFwd = "ikconv_forward";
+constexpr const char* kBwd = "ikconv_backward";
+
+// Checks the arguments the forward and the backward share; returns the accumulation dtype. Shapes
+// come first: they need no device, so tests/test_cuda_build.py runs these checks on CPU tensors.
+at::ScalarType check_args(const char* op, const at::Tensor& x, const at::Tensor& atoms, const at::Tensor& scale,
+                          const at::Tensor& basis, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                          bool residual) {
+  const IkShape s = check_ikconv_shapes(op, x, atoms, scale, basis, weight, bias, residual);
+  TORCH_CHECK(s.B < INT_MAX && s.C < INT_MAX && s.O < INT_MAX && s.H * s.W < INT_MAX, op,
+              ": x and weight must have fewer than 2^31 pixels per plane, images, channels and outputs, got x ",
+              shape_str(x.sizes()), " and weight ", shape_str(weight.sizes()));
+  TORCH_CHECK(x.is_cuda(), op, ": x must be a CUDA tensor, got one on ", x.device());
   const auto t = x.scalar_type();
-  TORCH_CHECK(t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16,
-              "inverse_kernel_conv: x must be float16, bfloat16, float32 or float64, got ", t);
-  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  TORCH_CHECK(B < INT_MAX && C < INT_MAX && H * W < INT_MAX, "inverse_kernel_conv: x is too large, got ", x.sizes());
-  TORCH_CHECK(atoms.dim() == 4 && atoms.size(0) >= 1 && atoms.size(0) <= 9 && atoms.size(2) == 2 * atoms.size(0) + 1 &&
-                  atoms.size(3) == atoms.size(2),
-              "inverse_kernel_conv: atoms must be [G, M, 2G+1, 2G+1] with G in 1..9, got ", atoms.sizes());
-  const int64_t G = atoms.size(0), M = atoms.size(1);
-  TORCH_CHECK(M >= 1 && M <= 16, "inverse_kernel_conv: atoms must have M in 1..16 atoms per group, got M=", M);
-  TORCH_CHECK(scale.sizes() == at::IntArrayRef({B, G, H, W}), "inverse_kernel_conv: scale must be [B, G, H, W] = [",
-              B, ", ", G, ", ", H, ", ", W, "], got ", scale.sizes());
-  TORCH_CHECK(basis.sizes() == at::IntArrayRef({B, M, H, W}), "inverse_kernel_conv: basis must be [B, M, H, W] = [",
-              B, ", ", M, ", ", H, ", ", W, "], got ", basis.sizes());
-  TORCH_CHECK(weight.dim() == 4 && weight.size(0) >= 1 && weight.size(0) < INT_MAX && weight.size(1) == G &&
-                  weight.size(2) == C && weight.size(3) == M,
-              "inverse_kernel_conv: weight must be [O, G=", G, ", C=", C, ", M=", M, "], got ", weight.sizes());
-  TORCH_CHECK(!residual || weight.size(0) == C, "inverse_kernel_conv: residual=True needs O == C, got O=",
-              weight.size(0), ", C=", C);
-  check_cuda_tensor(atoms, "atoms", x, "x");
-  check_cuda_tensor(scale, "scale", x, "x");
-  check_cuda_tensor(basis, "basis", x, "x");
-  check_cuda_tensor(weight, "weight", x, "x");
-  check_dtype(scale, "scale", t);
-  check_dtype(basis, "basis", t);
+  TORCH_CHECK(t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16, op,
+              ": x must be float16, bfloat16, float32 or float64, got ", t);
   const auto acc = acc_type(t);
-  check_dtype(atoms, "atoms", acc);
-  check_dtype(weight, "weight", acc);
+  // scale and basis come in x's dtype; atoms, weight and bias in the accumulation dtype.
+  const std::tuple<const at::Tensor*, const char*, at::ScalarType> named[] = {
+      {&atoms, "atoms", acc}, {&scale, "scale", t}, {&basis, "basis", t}, {&weight, "weight", acc}};
+  for (const auto& [tensor, name, dtype] : named) {
+    check_cuda_tensor(op, name, *tensor, x, "x");
+    check_dtype(op, name, *tensor, dtype);
+  }
+  if (bias.has_value()) {
+    check_cuda_tensor(op, "bias", *bias, x, "x");
+    check_dtype(op, "bias", *bias, acc);
+  }
   return acc;
 }
 
@@ -143,13 +138,7 @@ Grads backward_typed(const at::Tensor& grad_y, const at::Tensor& x, const at::Te
 at::Tensor ikconv_forward_cuda(const at::Tensor& x, const at::Tensor& atoms, const at::Tensor& scale,
                                const at::Tensor& basis, const at::Tensor& weight,
                                const std::optional<at::Tensor>& bias, bool residual) {
-  const auto acc = check_args(x, atoms, scale, basis, weight, residual);
-  if (bias.has_value()) {
-    check_cuda_tensor(*bias, "bias", x, "x");
-    check_dtype(*bias, "bias", acc);
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0), "inverse_kernel_conv: bias must be [O=",
-                weight.size(0), "], got ", bias->sizes());
-  }
+  const auto acc = check_args(kFwd, x, atoms, scale, basis, weight, bias, residual);
   const c10::cuda::CUDAGuard guard(x.device());
   return acc == at::kDouble ? forward_typed<double>(x, atoms, scale, basis, weight, bias, residual)
                             : forward_typed<float>(x, atoms, scale, basis, weight, bias, residual);
@@ -158,12 +147,10 @@ at::Tensor ikconv_forward_cuda(const at::Tensor& x, const at::Tensor& atoms, con
 Grads ikconv_backward_cuda(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& atoms,
                            const at::Tensor& scale, const at::Tensor& basis, const at::Tensor& weight, bool residual,
                            bool need_x_grad, bool deterministic) {
-  check_args(x, atoms, scale, basis, weight, residual);
-  check_cuda_tensor(grad_y, "grad_y", x, "x");
-  check_dtype(grad_y, "grad_y", x.scalar_type());
-  TORCH_CHECK(grad_y.sizes() == at::IntArrayRef({x.size(0), weight.size(0), x.size(2), x.size(3)}),
-              "inverse_kernel_conv backward: grad_y must be [B, O, H, W] = [", x.size(0), ", ", weight.size(0), ", ",
-              x.size(2), ", ", x.size(3), "], got ", grad_y.sizes());
+  check_args(kBwd, x, atoms, scale, basis, weight, std::nullopt, residual);
+  check_shape(kBwd, "grad_y", grad_y, {x.size(0), weight.size(0), x.size(2), x.size(3)}, "[B, O, H, W]");
+  check_cuda_tensor(kBwd, "grad_y", grad_y, x, "x");
+  check_dtype(kBwd, "grad_y", grad_y, x.scalar_type());
   const c10::cuda::CUDAGuard guard(x.device());
   return x.scalar_type() == at::kDouble
              ? backward_typed<double>(grad_y, x, atoms, scale, basis, weight, residual, need_x_grad, deterministic)
