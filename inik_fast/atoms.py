@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from . import ops
-from .config import INIKNetConfig
+from .config import COORD_DIMS, INIKNetConfig
 
 
 def group_code(k: int, coords: str) -> torch.Tensor:
@@ -26,7 +26,7 @@ def coords_and_mask(num_groups: int, coords: str) -> tuple[torch.Tensor, torch.T
     mask [G, K, K] (9 / k_g^2 inside group g's window, 0 outside), float64."""
     G = num_groups
     K = 2 * G + 1
-    D = 3 if coords == "polar" else 2
+    D = COORD_DIMS[coords]
     P = torch.zeros(G, K, K, D, dtype=torch.float64)
     Q = torch.zeros(G, K, K, dtype=torch.float64)
     for g in range(G):

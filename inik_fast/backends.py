@@ -15,11 +15,15 @@ BACKENDS = ("reference", "cpu", "triton", "cuda")
 ENV_VAR = "INIK_FAST_BACKEND"
 # "auto" takes the first available backend of the tensors' device type.
 _AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
-_DTYPES = {
-    "reference": (torch.float16, torch.bfloat16, torch.float32, torch.float64),
-    "cpu": (torch.float32, torch.float64),
-    "cuda": (torch.float16, torch.bfloat16, torch.float32, torch.float64),
-}
+# The x dtypes of the ops' contract (`shared/design/OPS.md`).
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_DTYPES = {"reference": FLOAT_DTYPES, "cpu": (torch.float32, torch.float64), "cuda": FLOAT_DTYPES}
+
+
+def _dtype_reasons(supported, dtype: torch.dtype | None) -> list[str]:
+    if dtype is None or dtype in supported:
+        return []
+    return [f"supports {_names(supported)}, got {_name(dtype)}"]
 
 
 def _triton_reasons(device: torch.device, dtype: torch.dtype | None) -> list[str]:
@@ -32,32 +36,26 @@ def _triton_reasons(device: torch.device, dtype: torch.dtype | None) -> list[str
         reasons.append("runs on CPU tensors only under TRITON_INTERPRET=1")
     elif device.type not in ("cpu", "cuda"):
         reasons.append(f"needs a CUDA device, got {device.type}")
-    if dtype is not None and dtype not in kernels.DTYPES:
-        reasons.append(f"supports {_names(kernels.DTYPES)}, got {_name(dtype)}")
-    return reasons
+    return reasons + _dtype_reasons(kernels.DTYPES, dtype)
 
 
 def _compiled_reasons(backend: str, device: torch.device, dtype: torch.dtype | None) -> list[str]:
-    key = backend.upper()
     if _extension.LOAD_ERROR is not None:
         return [_extension.LOAD_ERROR]
+    key = backend.upper()
     reasons = []
     if not _extension.has_kernel("ikconv_forward", key):
         reasons.append(f"inik_fast._C was built without {key} kernels")
     if device.type != backend:
         reasons.append(f"needs {backend} tensors, got {device.type}")
-    if dtype is not None and dtype not in _DTYPES[backend]:
-        reasons.append(f"supports {_names(_DTYPES[backend])}, got {_name(dtype)}")
-    return reasons
+    return reasons + _dtype_reasons(_DTYPES[backend], dtype)
 
 
 def not_supported_reasons(backend: str, device, dtype: torch.dtype | None = None) -> list[str]:
     """Why `backend` cannot run on tensors of `device` and `dtype`; empty when it can."""
     device = torch.device(device)
     if backend == "reference":
-        if dtype is not None and dtype not in _DTYPES["reference"]:
-            return [f"supports {_names(_DTYPES['reference'])}, got {_name(dtype)}"]
-        return []
+        return _dtype_reasons(_DTYPES["reference"], dtype)
     if backend == "triton":
         return _triton_reasons(device, dtype)
     if backend in ("cpu", "cuda"):
@@ -80,9 +78,7 @@ def resolve(backend: str, device, dtype: torch.dtype) -> str:
         for b in _AUTO_ORDER.get(device.type, ("reference",)):
             if not not_supported_reasons(b, device, dtype):
                 return b
-    elif backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r}: expected 'auto' or one of {BACKENDS}")
-    elif not not_supported_reasons(backend, device, dtype):
+    elif not not_supported_reasons(backend, device, dtype):  # raises for an unknown name
         return backend
     report = "; ".join(
         f"{b}: " + (", ".join(r) if (r := not_supported_reasons(b, device, dtype)) else "available")

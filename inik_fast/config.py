@@ -5,7 +5,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-_COORDS = ("polar", "grid")
+# The atom INR's input code: its dimension D for each `coords` option.
+COORD_DIMS = {"polar": 3, "grid": 2}
 _ATOMS = ("inr", "free")
 
 
@@ -35,6 +36,9 @@ class INIKNetConfig:
         def is_int(v):
             return isinstance(v, int) and not isinstance(v, bool)
 
+        def is_number(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+
         need(self.model_name == "INIKNet", "model_name", "'INIKNet'")
         need(is_int(self.in_ch) and self.in_ch >= 1, "in_ch", "an integer >= 1")
         need(is_int(self.base_ch) and self.base_ch >= 1, "base_ch", "an integer >= 1")
@@ -46,10 +50,10 @@ class INIKNetConfig:
             "max_kernel_size",
             "an odd integer in 3..19",
         )
-        need(isinstance(self.w_min, (int, float)) and not isinstance(self.w_min, bool), "w_min", "a number")
-        need(isinstance(self.w_max, (int, float)) and not isinstance(self.w_max, bool), "w_max", "a number")
+        need(is_number(self.w_min), "w_min", "a number")
+        need(is_number(self.w_max), "w_max", "a number")
         need(isinstance(self.learnable_freq, bool), "learnable_freq", "true or false")
-        need(self.coords in _COORDS, "coords", f"one of {_COORDS}")
+        need(self.coords in COORD_DIMS, "coords", f"one of {tuple(COORD_DIMS)}")
         need(self.atoms in _ATOMS, "atoms", f"one of {_ATOMS}")
         need(is_int(self.inr_hidden) and 1 <= self.inr_hidden <= 128, "inr_hidden", "an integer in 1..128")
 
@@ -59,7 +63,7 @@ class INIKNetConfig:
 
     @property
     def coord_dim(self) -> int:
-        return 3 if self.coords == "polar" else 2
+        return COORD_DIMS[self.coords]
 
     def omegas(self) -> list[float]:
         """The atoms' sine frequencies, evenly spaced from w_min to w_max."""

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import ops, release
+from . import backends, ops, release
 from .atoms import FreeAtoms, INRAtoms
 from .config import INIKNetConfig
 
@@ -143,8 +143,8 @@ class INIKNet(nn.Module):
         cfg = config if config is not None else INIKNetConfig()
         if not isinstance(cfg, INIKNetConfig):
             raise TypeError(f"INIKNet: config must be an INIKNetConfig, got {type(cfg).__name__}")
-        if backend != "release" and backend != "auto" and backend not in ops.backends.BACKENDS:
-            raise ValueError(f"INIKNet: backend={backend!r}: expected 'auto', 'release' or one of {ops.backends.BACKENDS}")
+        if backend not in ("auto", "release", *backends.BACKENDS):
+            raise ValueError(f"INIKNet: backend={backend!r}: expected 'auto', 'release' or one of {backends.BACKENDS}")
         if backend == "release" and cfg.atoms != "inr":
             raise ValueError("INIKNet: backend='release' needs atoms='inr' (the release has INR atoms only)")
         self.config, self.backend = cfg, backend

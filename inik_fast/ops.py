@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import _extension, backends, reference  # noqa: F401  (_extension loads the C++ ops)
+from . import _extension, backends, reference  # importing _extension loads the C++ ops
 
 _SUFFIX = {"reference": "_reference", "cpu": "", "cuda": "", "triton": "_triton"}
 _deterministic = True
@@ -174,9 +174,6 @@ def _op(kind: str, backend: str):
 # ---------------------------------------------------------------------------------------------
 # argument checks, one place for every backend
 # ---------------------------------------------------------------------------------------------
-_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
 def _need(ok: bool, op: str, what: str) -> None:
     if not ok:
         raise ValueError(f"{op}: {what}")
@@ -186,10 +183,9 @@ def _check_tensors(op: str, named: dict) -> None:
     for name, t in named.items():
         if not isinstance(t, Tensor):
             raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
-    devices = {n: t.device for n, t in named.items()}
-    first = next(iter(devices))
-    for n, d in devices.items():
-        _need(d == devices[first], op, f"{n} is on {d} but {first} is on {devices[first]}; expected one device")
+    (first, t0), *rest = named.items()
+    for n, t in rest:
+        _need(t.device == t0.device, op, f"{n} is on {t.device} but {first} is on {t0.device}; expected one device")
 
 
 def _shape(t: Tensor) -> str:
@@ -236,7 +232,7 @@ def _check_ikconv(x, atoms, scale, basis, weight, bias, residual) -> None:
     if bias is not None:
         _need(tuple(bias.shape) == (O,), op, f"bias must be [O={O}], got {_shape(bias)}")
     _need(not residual or O == C, op, f"residual=True needs O == C, got O={O}, C={C}")
-    _need(x.dtype in _FLOATS, op, f"x must be float16, bfloat16, float32 or float64, got {x.dtype}")
+    _need(x.dtype in backends.FLOAT_DTYPES, op, f"x must be float16, bfloat16, float32 or float64, got {x.dtype}")
     for name in ("scale", "basis"):
         _need(named[name].dtype == x.dtype, op, f"{name} has dtype {named[name].dtype}; expected x's {x.dtype}")
     allowed = {x.dtype, reference.acc_dtype(x.dtype)}

@@ -94,7 +94,7 @@ def ikconv_backward(grad_y, x, atoms, scale, basis, weight, residual, need_x_gra
     dbasis = torch.zeros(basis.shape, dtype=acc, device=x.device)
     dweight = torch.empty_like(weight)
     dx = gam.clone() if residual else torch.zeros_like(xa)
-    R = atoms.shape[-1] // 2
+    x2 = xa.reshape(B * C, 1, H, W)
     for g in range(atoms.shape[0]):
         r = g + 1
         d = _group_responses(xa, atoms, g)
@@ -104,15 +104,11 @@ def ikconv_backward(grad_y, x, atoms, scale, basis, weight, residual, need_x_gra
         dscale[:, g] = (e * ba[:, None] * d).sum((1, 2))
         dbasis += (e * s * d).sum(1)
         dweight[:, g] = torch.einsum("bohw,bcmhw->ocm", gam, s * ba[:, None] * d)
-        M = f.shape[2]
-        f2 = f.reshape(B * C, M, H, W)
-        x2 = xa.reshape(B * C, 1, H, W)
-        k = 2 * r + 1
-        datoms[g, :, R - r : R + r + 1, R - r : R + r + 1] = torch.nn.grad.conv2d_weight(
-            x2, (M, 1, k, k), f2, padding=r
-        )[:, 0]
+        f2 = f.flatten(0, 1)  # [B*C, M, H, W]
+        k = _window(atoms, g)[:, None]  # [M, 1, 2r+1, 2r+1]
+        _window(datoms, g)[:] = torch.nn.grad.conv2d_weight(x2, k.shape, f2, padding=r)[:, 0]
         if need_x_grad:
-            dx += torch.nn.grad.conv2d_input(x2.shape, _window(atoms, g)[:, None], f2, padding=r).view(B, C, H, W)
+            dx += torch.nn.grad.conv2d_input(x2.shape, k, f2, padding=r).view(B, C, H, W)
     dbias = gam.sum((0, 2, 3)).to(weight.dtype)
     dx = dx.to(x.dtype) if need_x_grad else x.new_empty(0)
     return dx, datoms, dscale.to(scale.dtype), dbasis.to(basis.dtype), dweight, dbias

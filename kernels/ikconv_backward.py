@@ -18,9 +18,10 @@ import triton.language as tl
 
 from .ikconv_forward import pad_image
 from .ikconv_tiles import IDX, accumulate, tap_offsets, tile_pixels
-from .launch import INTERPRET, INTERPRET_TILE, TAPS, dot_precision, kernel, launch, max_programs, pow2, tiled
+from .launch import TAPS, dot_precision, kernel, launch, max_programs, pow2, tiled
 
-DX_TILE = INTERPRET_TILE if INTERPRET else {"TH": 16, "TW": 16}
+# The dx kernel is not autotuned: one tile everywhere, which also sizes its scratch.
+DX_TILE = {"TH": 16, "TW": 16}
 
 
 @tiled(reset_to_zero=("p_atoms", "p_weight", "p_bias"))
@@ -166,6 +167,7 @@ def ikconv_backward(grad_y, x, atoms, scale, basis, weight, residual, need_x_gra
     if x.numel() == 0:
         return dx, torch.zeros_like(atoms), d_scale, d_basis, torch.zeros_like(weight), weight.new_zeros(O)
     R = K // 2
+    xp, Wp, plane = pad_image(x, R)
     programs = max_programs(x.device)
     slots = programs if deterministic else 1
     p_atoms = atoms.new_zeros(slots, G * M * K * K)
@@ -177,8 +179,8 @@ def ikconv_backward(grad_y, x, atoms, scale, basis, weight, residual, need_x_gra
         return (min(programs, B * triton.cdiv(H, meta["TH"]) * triton.cdiv(W, meta["TW"])),)
 
     launch(
-        _ikconv_backward_kernel, grid, grad_y, pad_image(x, R), atoms, scale, basis, weight,
-        d_scale, d_basis, p_atoms, p_weight, p_bias, B, H, W, W + 2 * R, (H + 2 * R) * (W + 2 * R), C, O, G, M,
+        _ikconv_backward_kernel, grid, grad_y, xp, atoms, scale, basis, weight,
+        d_scale, d_basis, p_atoms, p_weight, p_bias, B, H, W, Wp, plane, C, O, G, M,
         ATOMIC=not deterministic, M_P=M_P, O_P=O_P, TC=TAPS, PREC=prec, tile=True,
     )
     if need_x_grad:

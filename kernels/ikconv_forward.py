@@ -58,9 +58,11 @@ def _ikconv_forward_kernel(
     tl.store(y_ptrs, out.to(y.dtype.element_ty), mask=valid[:, None] & (o < O)[None, :])
 
 
-def pad_image(x: torch.Tensor, R: int) -> torch.Tensor:
-    """x with R zeros on each side of H and W: the kernels read every tap without a bounds check."""
-    return F.pad(x, (R, R, R, R))
+def pad_image(x: torch.Tensor, R: int) -> tuple[torch.Tensor, int, int]:
+    """x with R zeros on each side of H and W (the kernels read every tap without a bounds check),
+    its row length Wp and its plane size."""
+    xp = F.pad(x, (R, R, R, R))
+    return xp, xp.shape[-1], xp.shape[-2] * xp.shape[-1]
 
 
 def ikconv_forward(x, atoms, scale, basis, weight, bias, residual):
@@ -70,15 +72,14 @@ def ikconv_forward(x, atoms, scale, basis, weight, bias, residual):
     y = x.new_empty(B, O, H, W)
     if y.numel() == 0:
         return y
-    R = K // 2
-    xp = pad_image(x, R)
+    xp, Wp, plane = pad_image(x, K // 2)
 
     def grid(meta):
         return (triton.cdiv(H, meta["TH"]) * triton.cdiv(W, meta["TW"]), B)
 
     launch(
         _ikconv_forward_kernel, grid, xp, atoms, scale, basis, weight, weight if bias is None else bias, y,
-        H, W, W + 2 * R, (H + 2 * R) * (W + 2 * R), C, O, G, M,
+        H, W, Wp, plane, C, O, G, M,
         HAS_BIAS=bias is not None, RESIDUAL=residual, M_P=pow2(M), O_P=pow2(O), TC=TAPS,
         PREC=dot_precision(atoms.dtype), tile=True,
     )

@@ -4,9 +4,13 @@ from __future__ import annotations
 import torch
 
 from inik_fast import ops, release
+from inik_fast.atoms import coords_and_mask
 
-IKCONV_GRAD_NAMES = ("x", "atoms", "scale", "basis", "weight", "bias")
-ATOM_BANK_GRAD_NAMES = ("w1", "b1", "w2", "b2", "w3", "omega")
+# The ops' tensor arguments in call order; every ikconv input and the atom MLP weights have gradients.
+IKCONV_ARGS = ("x", "atoms", "scale", "basis", "weight", "bias")
+ATOM_BANK_ARGS = ("coords", "mask", "w1", "b1", "w2", "b2", "w3", "omega")
+IKCONV_GRAD_NAMES = IKCONV_ARGS
+ATOM_BANK_GRAD_NAMES = ATOM_BANK_ARGS[2:]
 
 
 def window_mask(G: int, dtype=torch.float64, device="cpu") -> torch.Tensor:
@@ -57,7 +61,7 @@ def ikconv_run(case: dict, backend: str, cotangent: torch.Tensor | None = None, 
     """Output and the gradients named in `grads` (for L = sum(y * cotangent))."""
     leaves = {k: (v.detach().clone().requires_grad_(k in grads) if isinstance(v, torch.Tensor) else v)
               for k, v in case.items()}
-    args = [leaves[k] for k in ("x", "atoms", "scale", "basis", "weight", "bias")]
+    args = [leaves[k] for k in IKCONV_ARGS]
     if fn is None:
         y = ops.inverse_kernel_conv(*args, residual=leaves["residual"], backend=backend)
     else:
@@ -79,8 +83,6 @@ def release_op(x, atoms, scale, basis, weight, bias, residual):
 
 
 def atom_bank_case(G, M, Hd=64, D=3, *, dtype=torch.float64, device="cpu", seed=0):
-    from inik_fast.atoms import coords_and_mask
-
     gen = torch.Generator().manual_seed(seed)
     coords = "polar" if D == 3 else "grid"
     P, Q = coords_and_mask(G, coords)
@@ -102,7 +104,7 @@ def atom_bank_case(G, M, Hd=64, D=3, *, dtype=torch.float64, device="cpu", seed=
 
 def atom_bank_run(case: dict, backend: str, *, fn=None):
     leaves = {k: v.detach().clone().requires_grad_(k in ATOM_BANK_GRAD_NAMES) for k, v in case.items()}
-    args = [leaves[k] for k in ("coords", "mask", "w1", "b1", "w2", "b2", "w3", "omega")]
+    args = [leaves[k] for k in ATOM_BANK_ARGS]
     a = ops.atom_bank(*args, backend=backend) if fn is None else fn(*args)
     cot = torch.randn(a.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64).to(a)
     gs = torch.autograd.grad(a, [leaves[k] for k in ATOM_BANK_GRAD_NAMES], cot)

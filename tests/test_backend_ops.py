@@ -9,6 +9,9 @@ import torch
 
 from inik_fast import backends, ops
 from op_cases import (
+    ATOM_BANK_ARGS,
+    ATOM_BANK_GRAD_NAMES,
+    IKCONV_ARGS,
     IKCONV_GRAD_NAMES,
     atom_bank_case,
     atom_bank_run,
@@ -112,10 +115,10 @@ def test_ikconv_without_image_grad(backend, device, dtypes):
 def test_ikconv_empty_batch(backend, device, dtypes):
     dtype = supported(backend, device, dtypes)[-1]
     case = ikconv_case(0, 3, 5, 4, 2, 3, dtype=dtype, device=device)
-    y, g = ikconv_run(case, backend)
+    y = ikconv_run(case, backend)[0]
     assert y.shape == (0, 3, 5, 4)
-    leaves = {k: v.detach().requires_grad_() for k, v in case.items() if isinstance(v, torch.Tensor)}
-    y = ops.inverse_kernel_conv(*(leaves[k] for k in ("x", "atoms", "scale", "basis", "weight", "bias")), backend=backend)
+    leaves = {k: case[k].detach().requires_grad_() for k in IKCONV_ARGS}
+    y = ops.inverse_kernel_conv(*leaves.values(), backend=backend)
     y.sum().backward()
     assert leaves["atoms"].grad.abs().sum() == 0 and leaves["weight"].grad.abs().sum() == 0
     assert leaves["bias"].grad.abs().sum() == 0 and leaves["x"].grad.shape == (0, 3, 5, 4)
@@ -148,7 +151,7 @@ def test_ikconv_noncontiguous_inputs(backend, device, dtypes):
 def test_ikconv_opcheck(backend, device, dtypes):
     dtype = supported(backend, device, dtypes)[0]
     case = ikconv_case(2, 3, 5, 6, 2, 3, dtype=dtype, device=device)
-    args = [case[k] for k in ("x", "atoms", "scale", "basis", "weight", "bias")] + [True]
+    args = [case[k] for k in IKCONV_ARGS] + [True]
     args = [a.requires_grad_() if isinstance(a, torch.Tensor) else a for a in args]
     torch.library.opcheck(ops._op("ikconv", backend), args)
     grad_y = torch.randn_like(case["x"])
@@ -162,7 +165,7 @@ def test_ikconv_opcheck(backend, device, dtypes):
 def test_ikconv_gradcheck(backend, device, dtypes):
     usable(backend, device, F64)
     case = ikconv_case(1, 2, 4, 5, 2, 2, 2, dtype=F64, device=device)
-    inputs = [case[k].requires_grad_() for k in ("x", "atoms", "scale", "basis", "weight", "bias")]
+    inputs = [case[k].requires_grad_() for k in IKCONV_ARGS]
     assert torch.autograd.gradcheck(lambda *a: ops.inverse_kernel_conv(*a, backend=backend), inputs)
 
 
@@ -185,8 +188,7 @@ def test_atom_bank_matches_reference(backend, device, dtypes, bank):
 def test_atom_bank_opcheck_and_gradcheck(backend, device, dtypes):
     dtype = supported(backend, device, [d for d in dtypes if d in (F32, F64)])[0]
     case = atom_bank_case(2, 3, 8, dtype=dtype, device=device)
-    names = ("coords", "mask", "w1", "b1", "w2", "b2", "w3", "omega")
-    args = [case[k].requires_grad_(k not in ("coords", "mask")) for k in names]
+    args = [case[k].requires_grad_(k in ATOM_BANK_GRAD_NAMES) for k in ATOM_BANK_ARGS]
     torch.library.opcheck(ops._op("atom_bank", backend), args)
     if dtype == F64:
         assert torch.autograd.gradcheck(lambda *p: ops.atom_bank(*args[:2], *p, backend=backend), args[2:])

@@ -7,13 +7,11 @@ import torch
 
 import inik_fast
 from inik_fast import backends, ops
-from op_cases import atom_bank_case, ikconv_case
-
-ARGS = ("x", "atoms", "scale", "basis", "weight", "bias")
+from op_cases import ATOM_BANK_ARGS, IKCONV_ARGS, atom_bank_case, ikconv_case
 
 
 def call(case, **kw):
-    return ops.inverse_kernel_conv(*(case[k] for k in ARGS), residual=case["residual"], **kw)
+    return ops.inverse_kernel_conv(*(case[k] for k in IKCONV_ARGS), residual=case["residual"], **kw)
 
 
 def test_cpu_backend_is_built_in_this_checkout():
@@ -92,7 +90,7 @@ def test_bad_ikconv_arguments(change, match):
 def test_residual_needs_matching_channels():
     case = ikconv_case(1, 3, 4, 4, 1, 2, O=2, residual=False)
     with pytest.raises(ValueError, match="residual=True needs O == C, got O=2, C=3"):
-        ops.inverse_kernel_conv(*(case[k] for k in ARGS), residual=True, backend="reference")
+        ops.inverse_kernel_conv(*(case[k] for k in IKCONV_ARGS), residual=True, backend="reference")
 
 
 BAD_BANK = [
@@ -108,7 +106,7 @@ BAD_BANK = [
 def test_bad_atom_bank_arguments(change, match):
     case = {**atom_bank_case(2, 3, Hd=8), **change}
     with pytest.raises((ValueError, TypeError), match=match) as e:
-        ops.atom_bank(*(case[k] for k in ("coords", "mask", "w1", "b1", "w2", "b2", "w3", "omega")), backend="reference")
+        ops.atom_bank(*(case[k] for k in ATOM_BANK_ARGS), backend="reference")
     assert "\n" not in str(e.value)
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from inik_fast import backends, ops
-from op_cases import IKCONV_GRAD_NAMES, atom_bank_case, atom_bank_run, cast, ikconv_case, ikconv_run, rel_err
+from op_cases import IKCONV_ARGS, IKCONV_GRAD_NAMES, atom_bank_case, atom_bank_run, cast, ikconv_case, ikconv_run, rel_err
 
 F32, F64 = torch.float32, torch.float64
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -52,7 +52,7 @@ def test_autotuner_does_not_retune_for_a_new_image_size(kernels):
     sizes = []
     for H, W in ((24, 40), (33, 17)):
         case = ikconv_case(1, 3, H, W, 3, 4, dtype=F32, device="cuda", seed=H)
-        ops.inverse_kernel_conv(*(case[k] for k in IKCONV_GRAD_NAMES), backend="triton")
+        ops.inverse_kernel_conv(*(case[k] for k in IKCONV_ARGS), backend="triton")
         sizes.append(len(tuner.cache))
     assert sizes[1] == sizes[0], tuner.cache
 
@@ -97,7 +97,7 @@ def test_atom_bank_hidden_widths(kernels, hidden):
 def test_full_size_image_forward(kernels):
     """A 1120 x 1680 image (the DPDD test size): about 2^21 pixels per plane."""
     case = ikconv_case(1, 3, 1120, 1680, 7, 10, dtype=F32, device="cuda")
-    args = [case[k] for k in ("x", "atoms", "scale", "basis", "weight", "bias")]
+    args = [case[k] for k in IKCONV_ARGS]
     y = ops.inverse_kernel_conv(*args, backend="triton")
     y_ref = ops.inverse_kernel_conv(*args, backend="reference")
     assert rel_err(y, y_ref) <= 1e-4
