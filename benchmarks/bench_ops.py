@@ -25,9 +25,8 @@ def test_ikconv_forward(benchmark, case):
 
 def _train_step(case, x_grad: bool):
     """Forward, then the gradients of every input that needs one for a fixed cotangent."""
-    make = functools.partial(workloads.ikconv_inputs, case, grads=TRAIN_GRADS, x_grad=x_grad)
-    sets = workloads.input_sets(make, case.device)
     leaves = (("x",) if x_grad else ()) + TRAIN_GRADS
+    sets = workloads.input_sets(functools.partial(workloads.ikconv_inputs, case, grads=leaves), case.device)
 
     def step(i):
         t = sets[i]

@@ -42,6 +42,7 @@ def atom_bank_macs(G, M, Hd, D, *, backward=False) -> int:
     return fwd * (2 if backward else 1)
 
 
+@functools.cache  # once per process: the registration is global
 def _register_op_formulas() -> None:
     """Let FlopCounterMode count the reference backend's custom ops (FLOPs = 2 MACs)."""
     ops = torch.ops.inik_fast
@@ -65,15 +66,9 @@ def _register_op_formulas() -> None:
         return 2 * atom_bank_macs(coords[0], w1[0], w1[1], w1[2], backward=True)
 
 
-_registered = False
-
-
 def count_macs(fn) -> int:
     """MACs of fn(), run on meta tensors with the "reference" backend; fn builds its own inputs."""
-    global _registered
-    if not _registered:
-        _register_op_formulas()
-        _registered = True
+    _register_op_formulas()
     with FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops() // 2

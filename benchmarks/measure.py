@@ -108,7 +108,8 @@ def run(benchmark, case: "workloads.Case", step, *, n_sets: int = 1) -> None:
 
     benchmark.group = case.group
     benchmark.pedantic(timed, rounds=rounds, iterations=1, warmup_rounds=0)
-    seconds = statistics.median(event_s) if event_s else benchmark.stats.stats.median
+    event_median = statistics.median(event_s) if event_s else None
+    seconds = event_median if event_median is not None else benchmark.stats.stats.median
     macs = workloads.macs(case.suite, case.shape, case.config)
     peak_fma, _ = floor.peak_fma(device)
     benchmark.extra_info.update(
@@ -119,7 +120,7 @@ def run(benchmark, case: "workloads.Case", step, *, n_sets: int = 1) -> None:
         dtype=workloads.dtype_name(case.dtype),
         shape=case.shape_text,
         time_s=seconds,
-        cuda_event_median_s=statistics.median(event_s) if event_s else None,
+        cuda_event_median_s=event_median,
         peak_extra_bytes=peak,
         macs=macs,
         gflops=2 * macs / seconds / 1e9,

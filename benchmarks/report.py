@@ -137,10 +137,11 @@ def main(argv=None) -> int:
         text = markdown(data)
         texts.append(text)
         if not args.no_files:
+            name = stem(data)
             args.out_dir.mkdir(parents=True, exist_ok=True)
-            (args.out_dir / f"{stem(data)}.json").write_text(json.dumps(data, indent=1) + "\n")
-            (args.out_dir / f"{stem(data)}.md").write_text(text)
-            print(f"wrote {args.out_dir / stem(data)}.json and .md", file=sys.stderr)
+            (args.out_dir / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n")
+            (args.out_dir / f"{name}.md").write_text(text)
+            print(f"wrote {args.out_dir / name}.json and .md", file=sys.stderr)
     print("\n".join(texts))
     return 0
 

@@ -173,9 +173,10 @@ def _randn(shape, gen, device, dtype=F32, s=1.0):
     return (torch.randn(shape, generator=gen, device=device) * s).to(dtype)
 
 
-def ikconv_inputs(case: Case, seed: int, *, grads: tuple = (), x_grad=False) -> dict:
+def ikconv_inputs(case: Case, seed: int, *, grads: tuple = ()) -> dict:
     """Inputs of inverse_kernel_conv as the model makes them (atoms zero outside their windows,
-    scale a softmax over G+1 groups without the null one); leaves named in `grads` require grad."""
+    scale a softmax over G+1 groups without the null one); the inputs named in `grads` require
+    grad, and a cotangent for y comes with them."""
     B, C, H, W = case.shape
     G, M, dev = case.config.num_groups, case.config.basis_num, case.device
     gen = torch.Generator(device=dev).manual_seed(seed)
@@ -188,7 +189,7 @@ def ikconv_inputs(case: Case, seed: int, *, grads: tuple = (), x_grad=False) -> 
         weight=_randn((C, G, C, M), gen, dev, s=0.2),
         bias=_randn((C,), gen, dev),
     )
-    for k in (*grads, *(("x",) if x_grad else ())):
+    for k in grads:
         t[k].requires_grad_(True)
     if grads:
         t["cotangent"] = _randn((B, C, H, W), gen, dev, case.dtype)

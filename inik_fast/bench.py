@@ -69,6 +69,9 @@ def _cases(model: INIKNet, backend: str, size: int, batch: int):
 
 
 def run_bench(device="auto", size=128, batch=1, repeat=3, names=None, tiny=False) -> str:
+    for flag, value in (("--size", size), ("--batch", batch), ("--repeat", repeat)):
+        if value < 1:
+            raise ValueError(f"{flag} {value}: expected an integer >= 1")
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     torch.manual_seed(0)
     model = INIKNet(TINY if tiny else INIKNetConfig(), backend="reference").to(device)

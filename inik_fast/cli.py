@@ -72,7 +72,7 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--log-every", type=int, default=S, help="steps between log lines (default 10)")
     g.add_argument("--val-every", type=int, default=S, help="steps between validations (default 0: at the end)")
     g.add_argument("--val-count", type=int, default=S, help="validation images (default 4)")
-    g.add_argument("--val-crop", type=int, default=S, help="centre crop of validation images (default 128)")
+    g.add_argument("--val-crop", type=int, default=S, help="centre crop of validation images (default 128; 0: whole images)")
     g.add_argument("--ckpt-every", type=int, default=S, help="steps between checkpoints (default 100)")
     g.add_argument("--resume", nargs="?", const="auto", default=S, help="continue from PATH, or from OUT/last.pt if it exists")
     g.add_argument("--stop-after", type=int, default=S, help="end this run after N steps, checkpointed (resume later)")
@@ -83,9 +83,7 @@ def train_config_from_args(args):
     from .config import INIKNetConfig
     from .train import TrainConfig
 
-    settings = {}
-    if args.config:
-        settings = _read_json(args.config, "--config")
+    settings = _read_json(args.config, "--config") if args.config else {}
     flags = {k: v for k, v in vars(args).items() if k in TrainConfig.fields()}
     settings.update(flags)
     if args.model_config:
@@ -93,13 +91,16 @@ def train_config_from_args(args):
     return TrainConfig.from_dict(settings)
 
 
-def _read_json(path, what):
+def _read_json(path, what) -> dict:
     try:
-        return json.loads(Path(path).read_text())
+        obj = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise ValueError(f"{what} {path}: no such file") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{what} {path}: not valid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{what} {path}: expected a JSON object of settings, got a {type(obj).__name__}")
+    return obj
 
 
 def cmd_train(args) -> int:
@@ -127,10 +128,15 @@ def _model_flags(p):
 
 
 def _load_model(args):
+    """(model, checkpoint path) of the _model_flags; the tiling flags are checked first."""
     import torch
 
     from . import checkpoint
 
+    if args.tile is not None and args.tile < 1:
+        raise ValueError(f"--tile {args.tile}: expected a tile size >= 1 px")
+    if args.halo < 0:
+        raise ValueError(f"--halo {args.halo}: expected a context >= 0 px")
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     path = args.checkpoint or checkpoint.default_checkpoint()
     return checkpoint.load_model(path, device=device, backend=args.backend), path

@@ -72,13 +72,14 @@ def deblur(model, img: torch.Tensor, tile: int | None = None, halo: int = DEFAUL
     """Deblur one [3, H, W] image in [0, 1] (on the model's device); returns [3, H, W] in [0, 1]."""
     device = next(model.parameters()).device
     x = img[None].to(device=device, dtype=torch.float32)
-    y = model(x)[-1] if tile is None else tiled_forward(model, x, tile, halo)
+    # a halo narrower than the default blend band blends over the whole halo
+    y = model(x)[-1] if tile is None else tiled_forward(model, x, tile, halo, min(DEFAULT_BLEND, halo))
     return y[0].clamp(0, 1)
 
 
 def expand_inputs(specs: list[str]) -> list[Path]:
     """Files, folders (their images, sorted) and glob patterns, in order, without duplicates."""
-    paths: list[Path] = []
+    paths: dict[Path, None] = {}  # ordered, with O(1) duplicate checks for large folders
     for spec in specs:
         p = Path(spec)
         if p.is_dir():
@@ -91,25 +92,26 @@ def expand_inputs(specs: list[str]) -> list[Path]:
             found = [Path(q) for q in sorted(glob.glob(spec)) if Path(q).is_file()]
             if not found:
                 raise ImageError(f"{spec}: no such file, folder or matching glob")
-        paths += [q for q in found if q not in paths]
-    return paths
+        paths.update(dict.fromkeys(found))
+    return list(paths)
 
 
 def output_paths(inputs: list[Path], out, fmt: str | None) -> list[Path]:
     """Where each input's result goes: OUT itself for one input and an OUT with an image
     extension, else OUT/<stem>.<ext> (ext: `fmt`, or the input's own when it is writable)."""
     out = Path(out)
-    if fmt is not None and "." + fmt.lower().lstrip(".") not in WRITE_EXTS:
+    fmt_ext = None if fmt is None else "." + fmt.lower().lstrip(".")
+    if fmt_ext is not None and fmt_ext not in WRITE_EXTS:
         raise ImageError(f"--format {fmt}: expected one of {[e[1:] for e in WRITE_EXTS]}")
-    if len(inputs) == 1 and out.suffix.lower() in WRITE_EXTS and not out.is_dir():
-        return [out]
     if out.suffix.lower() in WRITE_EXTS and not out.is_dir():
+        if len(inputs) == 1:
+            return [out]
         raise ImageError(f"-o {out}: {len(inputs)} inputs need an output folder, not a file name")
-    paths = []
+    paths: dict[Path, None] = {}
     for p in inputs:
-        ext = "." + fmt.lower().lstrip(".") if fmt else (p.suffix.lower() if p.suffix.lower() in WRITE_EXTS else ".png")
+        ext = fmt_ext or (p.suffix.lower() if p.suffix.lower() in WRITE_EXTS else ".png")
         q = out / (p.stem + ext)
         if q in paths:
             raise ImageError(f"two inputs would both be written to {q}; deblur them into separate folders")
-        paths.append(q)
-    return paths
+        paths[q] = None
+    return list(paths)

@@ -28,6 +28,8 @@ def open_eval_set(dataset: str, root, split: str, count: int):
 
 
 def evaluate(model, dataset="synthetic", root=None, split="test", count=8, limit=None, tile=None, halo=DEFAULT_HALO, perceptual_weights=None) -> dict:
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit {limit}: expected an integer >= 1")
     ds = open_eval_set(dataset, root, split, count)
     device = next(model.parameters()).device
     lpips = lpips_if_available(perceptual_weights)

@@ -31,10 +31,11 @@ def resize_like(target: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
 class MultiScaleLoss(nn.Module):
     def __init__(self, mse: float = 1.0, fft: float = 0.1, lpips: float = 0.0, vgg: float = 0.0, perceptual_weights=None):
         super().__init__()
-        for name, w in (("mse", mse), ("fft", fft), ("lpips", lpips), ("vgg", vgg)):
+        weights = {"mse": mse, "fft": fft, "lpips": lpips, "vgg": vgg}
+        for name, w in weights.items():
             if not isinstance(w, (int, float)) or w < 0:
                 raise ValueError(f"loss weight {name}={w!r}: expected a number >= 0")
-        self.weights = {"mse": float(mse), "fft": float(fft), "lpips": float(lpips), "vgg": float(vgg)}
+        self.weights = {name: float(w) for name, w in weights.items()}
         self.lpips = LPIPS(perceptual_weights) if lpips > 0 else None
         self.vgg = VGGFeatureL1(perceptual_weights) if vgg > 0 else None
 

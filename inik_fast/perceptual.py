@@ -16,6 +16,7 @@ from torch import nn
 VGG_TAPS = (2, 7, 14)  # conv1_2, conv2_2, conv3_3 of VGG19 `features`, before their ReLU
 _VGG19_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256)  # enough layers for module 14
 _ALEX_CHANNELS = (64, 192, 384, 256, 256)
+_ALEX_TAPS = (1, 4, 7, 9, 11)  # the ReLUs after conv1..conv5 of AlexNet `features`
 _LPIPS_SHIFT = (-0.030, -0.088, -0.188)
 _LPIPS_SCALE = (0.458, 0.448, 0.450)
 HELP = (
@@ -45,7 +46,7 @@ def _load(path: Path, module: nn.Module, what: str, rename) -> None:
     """Load `path` into `module`; `rename` maps the file's keys to the module's (None: skip)."""
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
-        sd = {rename(k): v for k, v in sd.items() if rename(k) is not None}
+        sd = {name: v for k, v in sd.items() if (name := rename(k)) is not None}
         module.load_state_dict(sd, strict=True)
     except Exception as e:
         raise PerceptualWeightsError(f"{path}: not usable {what} weights ({type(e).__name__}: {str(e).splitlines()[0]})") from None
@@ -109,7 +110,7 @@ class LPIPS(nn.Module):
         self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in _ALEX_CHANNELS)
         self.register_buffer("shift", torch.tensor(_LPIPS_SHIFT).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("scale", torch.tensor(_LPIPS_SCALE).view(1, 3, 1, 1), persistent=False)
-        _load(_find(weights_dir, ("alexnet*.pth",), "LPIPS"), self.features, "AlexNet", _features_key(11))
+        _load(_find(weights_dir, ("alexnet*.pth",), "LPIPS"), self.features, "AlexNet", _features_key(_ALEX_TAPS[-1]))
         heads = _find(weights_dir, ("lpips_alex.pth", "alex.pth"), "LPIPS")
         # the lpips package's keys are lin{k}.model.1.weight (model.0 is a Dropout)
         _load(heads, self.lins, "LPIPS head", lambda k: k[3] + ".weight" if k.startswith("lin") else None)
@@ -117,15 +118,12 @@ class LPIPS(nn.Module):
 
     def forward(self, x, y):
         h = (torch.cat([x, y]) * 2 - 1 - self.shift) / self.scale  # LPIPS takes [-1, 1] inputs
-        taps = {1, 4, 7, 9, 11}  # the ReLUs after conv1..conv5
         dist = 0.0
-        k = 0
         for i, layer in enumerate(self.features):
             h = layer(h)
-            if i in taps:
+            if i in _ALEX_TAPS:
                 a, b = (h / (h.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)).chunk(2)
-                dist = dist + self.lins[k]((a - b) ** 2).mean(dim=(1, 2, 3))
-                k += 1
+                dist = dist + self.lins[_ALEX_TAPS.index(i)]((a - b) ** 2).mean(dim=(1, 2, 3))
         return dist
 
 

@@ -34,6 +34,8 @@ from .model import INIKNet
 
 RELEASE_MILESTONES = (0.24, 0.48, 0.72)  # epochs 1200, 2400, 3600 of the release's 5000
 _AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# the Python types each field annotation admits (ints where floats are expected, as JSON writes them)
+_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "list": (list,), "dict": (dict,), "None": (type(None),)}
 
 
 @dataclasses.dataclass
@@ -74,7 +76,7 @@ class TrainConfig:
     log_every: int = 10
     val_every: int = 0  # 0: validate at the end only
     val_count: int = 4
-    val_crop: int | None = 128
+    val_crop: int | None = 128  # 0 or None: whole images
     ckpt_every: int = 100
     resume: str | None = None  # checkpoint path, or "auto": OUT/last.pt if present
     stop_after: int | None = None  # end this run after that many steps (checkpointed); resume later
@@ -96,6 +98,8 @@ class TrainConfig:
             if not ok:
                 raise ValueError(f"train config {field}={getattr(self, field)!r}: expected {expected}")
 
+        for f in dataclasses.fields(self):  # types first: the range checks below compare values
+            need(isinstance(getattr(self, f.name), sum((_TYPES[t] for t in f.type.split(" | ")), ())), f.name, f.type)
         need(self.dataset == "synthetic" or self.dataset in FOLDER_DATASETS, "dataset", f"'synthetic' or one of {sorted(FOLDER_DATASETS)}")
         need(self.dataset == "synthetic" or self.data, "data", f"the root folder of the {self.dataset} dataset")
         need(self.dataset != "cuhk", "dataset", "a dataset with sharp images (cuhk is blurry only)")
@@ -103,11 +107,14 @@ class TrainConfig:
         need(self.steps is None or self.steps >= 1, "steps", "an integer >= 1")
         need(self.epochs is None or (self.epochs > 0 and self.dataset != "synthetic"), "epochs", "> 0, for a folder dataset (the synthetic stream has no epochs)")
         for f in ("crop", "batch", "accum", "log_every", "ckpt_every", "val_count"):
-            need(isinstance(getattr(self, f), int) and getattr(self, f) >= 1, f, "an integer >= 1")
+            need(getattr(self, f) >= 1, f, "an integer >= 1")
         need(self.crop % 16 == 0, "crop", "a multiple of 16 (the model's U-Net grid)")
         need(self.val_every >= 0, "val_every", "an integer >= 0")
+        need(self.val_crop is None or self.val_crop >= 0, "val_crop", "an integer >= 0 (0: whole images)")
         need(self.amp in _AMP, "amp", f"one of {tuple(_AMP)}")
-        need(self.lr > 0 and 0 < self.gamma <= 1, "lr", "lr > 0 and 0 < gamma <= 1")
+        need(self.lr > 0, "lr", "a learning rate > 0")
+        need(0 < self.gamma <= 1, "gamma", "a factor in (0, 1]")
+        need(self.milestones is None or all(isinstance(m, int) and m >= 1 for m in self.milestones), "milestones", "a list of steps >= 1")
         need(self.stop_after is None or self.stop_after >= 1, "stop_after", "an integer >= 1")
 
 
@@ -152,7 +159,7 @@ def make_stream(cfg: TrainConfig):
 def make_val_items(cfg: TrainConfig) -> list[dict] | None:
     """The first val_count validation images, centre-cropped to val_crop; None without a set."""
     if cfg.dataset == "synthetic":  # held-out photos, other layouts than `inik-fast eval`'s set
-        ds = SyntheticEval(cfg.val_count, seed=VAL_SEED, max_radius=cfg.max_radius, noise=cfg.noise, crop=cfg.val_crop)
+        ds = SyntheticEval(cfg.val_count, seed=VAL_SEED, max_radius=cfg.max_radius, noise=cfg.noise, crop=cfg.val_crop or None)
     elif cfg.val_data is not None:
         ds = FOLDER_DATASETS[cfg.dataset](cfg.val_data, cfg.val_split)
     else:
@@ -163,11 +170,11 @@ def make_val_items(cfg: TrainConfig) -> list[dict] | None:
     return items
 
 
-def total_steps(cfg: TrainConfig, world: int) -> int:
+def total_steps(cfg: TrainConfig, stream, world: int) -> int:
+    """cfg.steps, or the steps of cfg.epochs over the folder dataset of `stream`."""
     if cfg.steps is not None:
         return cfg.steps
-    n = len(make_stream(cfg).dataset)
-    return max(1, math.ceil(cfg.epochs * n / (cfg.batch * cfg.accum * world)))
+    return max(1, math.ceil(cfg.epochs * len(stream.dataset) / (cfg.batch * cfg.accum * world)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -289,7 +296,8 @@ def _merge_resumed(cfg: TrainConfig, stored: dict) -> TrainConfig:
 def _train(cfg, state, resume_path, out, rank, world, device):
     main = rank == 0
     amp_dtype = _AMP[cfg.amp]
-    steps = total_steps(cfg, world)
+    stream = make_stream(cfg)
+    steps = total_steps(cfg, stream, world)
     if cfg.milestones is None:
         cfg.milestones = [max(1, round(f * steps)) for f in RELEASE_MILESTONES]
     if cfg.steps is None:
@@ -317,7 +325,7 @@ def _train(cfg, state, resume_path, out, rank, world, device):
 
     loss_fn = MultiScaleLoss(cfg.mse, cfg.fft, cfg.lpips, cfg.vgg, cfg.perceptual_weights).to(device)
     loader = DataLoader(
-        _StreamDataset(make_stream(cfg)),
+        _StreamDataset(stream),
         batch_sampler=_StepBatches(start, stop, cfg.batch, cfg.accum, rank, world),
         num_workers=cfg.workers,
         pin_memory=device.type == "cuda",
@@ -403,8 +411,7 @@ def _save(path, cfg, model, opt, sched, scaler, step, device):
 def _header(cfg, model, device, world, start, steps, resume_path) -> str:
     from . import __version__, backends
 
-    x_dtype = torch.float32
-    backend = backends.resolve(cfg.backend, device, x_dtype) if cfg.backend != "release" else "release"
+    backend = backends.resolve(cfg.backend, device, torch.float32) if cfg.backend != "release" else "release"
     n_params = sum(p.numel() for p in model.parameters())
     lines = [
         f"# inik-fast {__version__} train, torch {torch.__version__}, {platform.machine()} {os.cpu_count()} CPUs, "

@@ -94,15 +94,16 @@ def main() -> int:
         return 1
     item = SyntheticEval(1)[0]  # the left motorcycle view, defocused by its real disparity
     fastest = backends.resolve("auto", args.device, torch.float32)
-    rows = {}
+    rows, outputs = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         blurry_path = str(Path(tmp) / "blurry.pt")
         torch.save(item["blurry"], blurry_path)
         for backend in dict.fromkeys([fastest, "reference"]):
             out_path = str(Path(tmp) / f"{backend}.pt")
             rows[backend] = run_worker(args, backend, blurry_path, out_path)
-            rows[backend]["psnr"] = psnr(torch.load(out_path, weights_only=True), item["sharp"])
-        deblurred = torch.load(str(Path(tmp) / f"{fastest}.pt"), weights_only=True)
+            outputs[backend] = torch.load(out_path, weights_only=True)
+            rows[backend]["psnr"] = psnr(outputs[backend], item["sharp"])
+    deblurred = outputs[fastest]
     p_in = psnr(item["blurry"], item["sharp"])
     side_by_side(
         [(item["blurry"], f"blurry  PSNR {p_in:.2f} dB"), (deblurred, f"deblurred ({fastest})  PSNR {rows[fastest]['psnr']:.2f} dB"), (item["sharp"], "sharp")],

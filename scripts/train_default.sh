@@ -3,11 +3,11 @@
 # `inik-fast train` on the synthetic defocus data (scikit-image's photos, the motorcycle pair
 # held out), the release model config, Adam 2e-4, MultiStepLR x0.5 at 24/48/72% of the
 # steps, MSE + 0.1 FFT loss, crops 128 x 128, batch 2, 5000 steps, fused backend ("auto").
-# About 75 minutes on 2 CPU cores (0.85 s a step when nothing else runs; on a busy machine add
+# About 65 minutes on 2 CPU cores (the bundled run: 1:04:27, 0.77 s a step; on a busy machine add
 # --threads 1, which is slower alone, 1.6 s a step, but does not collapse under contention).
 # Rerunning it after an interruption resumes from runs/default/last.pt (checkpoint every 50 steps).
 # Extra arguments go to `inik-fast train` (e.g. --stop-after 3 with RUN=/tmp/try W=/tmp/try_w for a dry run).
-# STEPS=10000 RUN=runs/default10k doubles the schedule (about 2.5 hours) if 5000 steps fall short of the goal.
+# STEPS=10000 RUN=runs/default10k doubles the schedule (about 2 hours 10 minutes) if 5000 steps fall short of the goal.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}

@@ -99,6 +99,8 @@ def bad_inputs(tmp_path, good_ckpt):
         "pickled objects": (img[:1] + ["--checkpoint", tmp_path / "pickle.pt"], "cannot be loaded"),
         "incomplete weights": (img[:1] + ["--checkpoint", tmp_path / "partial.pt"], "does not match INIKNet"),
         "unknown backend": (img + ["--backend", "fpga"], "backend='fpga'"),
+        "zero tile": (img + ["--tile", 0], "--tile 0: expected"),
+        "negative halo": (img + ["--tile", 32, "--halo", -1], "--halo -1: expected"),
     }
 
 
@@ -142,7 +144,26 @@ def test_train_flags_override_the_config_file(tmp_path):
     assert cli("train", "--config", tmp_path / "bad.json") == 1
 
 
+@pytest.mark.parametrize("settings,message", [([1, 2], "expected a JSON object"), ({"steps": "10"}, "steps='10': expected int | None")])
+def test_train_config_file_of_the_wrong_shape_is_a_one_line_error(tmp_path, capsys, settings, message):
+    (tmp_path / "t.json").write_text(json.dumps(settings))  # these raised AttributeError / TypeError
+    assert cli("train", "--config", tmp_path / "t.json", "--out", tmp_path / "run") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("inik-fast train: error:") and message in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_eval_and_synth_refuse_empty_counts(tmp_path, release_ckpt, capsys):
+    # eval --limit 0 raised IndexError; synth --count 0 wrote empty folders and reported success
+    assert cli("eval", "--count", 1, "--limit", 0, "--checkpoint", release_ckpt) == 1
+    assert "--limit 0: expected an integer >= 1" in capsys.readouterr().err
+    assert cli("synth", tmp_path / "p", "--count", 0) == 1
+    assert "count=0: expected at least 1 pair" in capsys.readouterr().err and not (tmp_path / "p").exists()
+
+
 def test_bench_prints_a_table(capsys):
     assert cli("bench", "--tiny", "--size", 32, "--repeat", 1, "--backends", "reference") == 0
     out = capsys.readouterr().out
     assert "| reference" in out and "ikconv fwd+bwd ms" in out and "model fwd ms" in out
+    assert cli("bench", "--tiny", "--repeat", 0, "--backends", "reference") == 1  # was a table of "inf"
+    assert "--repeat 0: expected an integer >= 1" in capsys.readouterr().err

@@ -9,7 +9,7 @@ import torch
 from inik_fast.data import FOLDER_DATASETS, ImageError, PairCrops, SyntheticDefocus, SyntheticEval, read_image, write_image, write_pairs
 from inik_fast.data.augment import apply_dihedral, augment_pair
 from inik_fast.data.image_io import probe_image
-from inik_fast.data.synthetic import EVAL_PHOTOS, LAYOUTS, TRAIN_PHOTOS, coc_radius, defocus, depth_map, disk_psf
+from inik_fast.data.synthetic import EVAL_PHOTOS, LAYOUTS, TRAIN_PHOTOS, _blur_params, coc_radius, defocus, depth_map, disk_psf
 
 
 def rand_img(h=20, w=30, seed=0):
@@ -234,6 +234,17 @@ def test_depth_layouts_and_coc():
         assert abs(r.max() - 8.0) < 1e-9 and r.min() >= 0
     with pytest.raises(ValueError, match="layout"):
         depth_map(4, 4, "spiral", rng)
+
+
+def test_blur_settings_are_checked_and_kept():
+    rng = np.random.default_rng(0)
+    assert all(_blur_params(rng, 0.5)[2] <= 0.5 for _ in range(20))  # r_max was drawn from [0.5, 1]
+    assert all(1.0 <= _blur_params(rng, 4.0)[2] <= 4.0 for _ in range(20))
+    for cls in (SyntheticEval, lambda **kw: SyntheticDefocus(32, **kw)):  # the eval set took any radius and noise
+        with pytest.raises(ValueError, match="max_radius=-3"):
+            cls(max_radius=-3)
+        with pytest.raises(ValueError, match="noise=-1"):
+            cls(noise=-1)
 
 
 def test_eval_set_and_write_pairs(tmp_path):

@@ -50,6 +50,15 @@ def test_tiles_of_any_size_and_odd_images(sensitive_model, photo):
         tiled_forward(sensitive_model, x, tile=32, halo=16, blend=32)
 
 
+def test_deblur_takes_any_halo(sensitive_model, photo):
+    # a halo below the default 16 px blend band was refused with an error about `blend`
+    full = deblur(sensitive_model, photo[0])
+    for halo in (0, 8):
+        tiled = deblur(sensitive_model, photo[0], tile=48, halo=halo)
+        assert tiled.shape == full.shape and torch.isfinite(tiled).all()
+    assert (deblur(sensitive_model, photo[0], tile=48, halo=48) - full).abs().max() < 1e-3
+
+
 @pytest.mark.parametrize("h,w", [(1, 1), (17, 33), (37, 53)])
 def test_deblur_keeps_any_size(h, w):
     torch.manual_seed(0)

@@ -1,6 +1,7 @@
 """Losses, metrics, checkpoints and the training loop (tiny model, tiny crops)."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from inik_fast.checkpoint import TRAIN_FORMAT, load_file
 from inik_fast.losses import MultiScaleLoss, fft_loss
 from inik_fast.metrics import psnr, ssim
 from inik_fast.perceptual import LPIPS, PerceptualWeightsError, VGGFeatureL1
-from inik_fast.train import TrainConfig, train
+from inik_fast.train import TrainConfig, make_val_items, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(base_ch=8, num_res_unet=1, num_res_lstm=1, basis_num=2, max_kernel_size=5)
@@ -102,6 +103,23 @@ def test_psnr_and_ssim_use_data_range_1():
 # ----------------------------------------------------------------------------------------------
 # the training loop
 # ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("settings,message", [
+    (dict(steps="10"), "steps='10': expected int | None"),  # a TypeError from the range checks before
+    (dict(gamma=2.0), "gamma=2.0: expected a factor in (0, 1]"),  # the message named lr
+    (dict(val_crop=-1), "val_crop=-1: expected an integer >= 0"),
+    (dict(milestones=[0, 5]), "milestones=[0, 5]: expected a list of steps >= 1"),
+])  # fmt: skip
+def test_config_errors_name_the_setting(settings, message):
+    with pytest.raises(ValueError, match=re.escape("train config " + message)):
+        TrainConfig(**{"steps": 1, **settings}).check()
+
+
+def test_val_crop_0_validates_on_whole_images():
+    # crop 0 reached SyntheticEval as an empty crop and failed; folder datasets read it as "whole images"
+    items = make_val_items(TrainConfig(steps=1, val_count=1, val_crop=0, max_radius=1.0))
+    assert items[0]["blurry"].shape == (3, 500, 741)  # the whole left motorcycle view
+
+
 def test_checkpoint_holds_the_whole_state(tmp_path):
     res = run(tmp_path, steps=2)
     ck = load_file(res["checkpoint"])  # weights_only=True

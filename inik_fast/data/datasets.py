@@ -48,6 +48,12 @@ def _match_by_stem(blurry: list[Path], sharp_dir: Path, dataset: str, rename=lam
     return pairs
 
 
+def _source_target(base: Path, dataset: str) -> list[tuple]:
+    """The pairs of BASE/source/NAME and BASE/target/NAME (DPDD's and RealDOF's layout)."""
+    src = _need_dir(base / "source", dataset, "blurry images")
+    return _match_by_stem(_images(src), _need_dir(base / "target", dataset, "sharp images"), dataset)
+
+
 class ImageFolderDataset(Dataset):
     """(blurry, sharp-or-None) image files, loaded on access."""
 
@@ -95,17 +101,14 @@ class DPDD(ImageFolderDataset):
         root = Path(root)
         _check_split(self, split)
         base = _need_dir(root / f"{split}_c", self.name, "expected the dd_dp_dataset_png layout")
-        src = _need_dir(base / "source", self.name, "blurry images")
-        super().__init__(_match_by_stem(_images(src), _need_dir(base / "target", self.name, "sharp images"), self.name), root)
+        super().__init__(_source_target(base, self.name), root)
 
 
 class RealDOF(ImageFolderDataset):
     name = "realdof"
 
     def __init__(self, root, split=None):
-        root = Path(root)
-        src = _need_dir(root / "source", self.name, "blurry images")
-        super().__init__(_match_by_stem(_images(src), _need_dir(root / "target", self.name, "sharp images"), self.name), root)
+        super().__init__(_source_target(Path(root), self.name), root)
 
 
 class LFDOF(ImageFolderDataset):

@@ -7,6 +7,7 @@ then rename), so a failed write leaves no partial file.
 """
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -39,6 +40,8 @@ def _is_16bit(im: Image.Image) -> bool:
 
 def _open(path: Path, max_pixels: int) -> Image.Image:
     """Pillow image with only its header read; checks the pixel count before any decoding."""
+    if not path.is_file():
+        raise ImageError(f"{path}: no such file")
     limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # our own check below replaces Pillow's warning / error
     try:
@@ -60,10 +63,7 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
 
 def probe_image(path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
     """(width, height) from the header alone, with the checks of `read_image` that need no decoding."""
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"{path}: no such file")
-    with _open(path, max_pixels) as im:
+    with _open(Path(path), max_pixels) as im:
         return im.size
 
 
@@ -79,8 +79,6 @@ def read_image(path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, 
     """The image at `path` as float32 [H, W, 3] in [0, 1] (grey is repeated, alpha dropped,
     EXIF orientation applied) and its bit depth (8 or 16)."""
     path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"{path}: no such file")
     im = _open(path, max_pixels)
     try:
         if _is_16bit(im):
@@ -125,8 +123,6 @@ def _quantize(img: np.ndarray, bits: int) -> np.ndarray:
 
 def encode_image(img: np.ndarray, ext: str, bits: int = 8) -> bytes:
     """`img` (float [H, W, 3] in [0, 1]) encoded as PNG, JPEG (8-bit only) or TIFF."""
-    import io
-
     ext = ext.lower()
     if ext not in WRITE_EXTS:
         raise ImageError(f"output format {ext!r}: expected one of {WRITE_EXTS}")

@@ -149,9 +149,18 @@ def _finish(blurry: torch.Tensor, noise: float, rng: np.random.Generator) -> tor
     return torch.round(blurry.clamp(0, 1) * 255) / 255
 
 
+def _check_blur(max_radius: float, noise: float) -> tuple[float, float]:
+    if not 0 < max_radius <= 32:
+        raise ValueError(f"max_radius={max_radius}: expected a radius in (0, 32] px")
+    if noise < 0:
+        raise ValueError(f"noise={noise}: expected a noise sigma >= 0")
+    return float(max_radius), float(noise)
+
+
 def _blur_params(rng: np.random.Generator, max_radius: float) -> tuple[str, float, float]:
+    """(layout, focus nearness, r_max); r_max is at least 1 px unless max_radius is smaller."""
     layout = LAYOUTS[int(rng.integers(len(LAYOUTS)))]
-    return layout, float(rng.uniform()), float(rng.uniform(1.0, max_radius))
+    return layout, float(rng.uniform()), float(rng.uniform(min(1.0, max_radius), max_radius))
 
 
 class SyntheticDefocus:
@@ -161,9 +170,8 @@ class SyntheticDefocus:
     def __init__(self, crop: int, seed: int = 0, max_radius: float = 8.0, noise: float = 0.0):
         if crop < 1:
             raise ValueError(f"crop={crop}: expected a positive size")
-        if not 0 < max_radius <= 32:
-            raise ValueError(f"max_radius={max_radius}: expected a radius in (0, 32] px")
-        self.crop, self.seed, self.max_radius, self.noise = crop, seed, float(max_radius), float(noise)
+        self.crop, self.seed = crop, seed
+        self.max_radius, self.noise = _check_blur(max_radius, noise)
 
     def sample(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, k])
@@ -194,7 +202,8 @@ class SyntheticEval(Dataset):
     def __init__(self, count: int = 8, seed: int = EVAL_SEED, max_radius: float = 8.0, noise: float = 0.0, crop: int | None = None):
         if count < 1:
             raise ValueError(f"count={count}: expected at least 1 image")
-        self.count, self.seed, self.max_radius, self.noise, self.crop = count, seed, float(max_radius), float(noise), crop
+        self.count, self.seed, self.crop = count, seed, crop
+        self.max_radius, self.noise = _check_blur(max_radius, noise)
 
     def __len__(self):
         return self.count
@@ -222,6 +231,8 @@ def write_pairs(out, count: int, *, split: str = "train", crop: int = 256, seed:
     split "train": crop x crop training samples (seed 0 by default); "eval": the full-size
     held-out images (seed EVAL_SEED by default)."""
     out = Path(out)
+    if count < 1:
+        raise ValueError(f"count={count}: expected at least 1 pair")
     if split == "train":
         stream = SyntheticDefocus(crop, 0 if seed is None else seed, max_radius, noise)
         items = ({"name": f"{k:05d}", **dict(zip(("blurry", "sharp"), stream.sample(k)))} for k in range(count))
@@ -230,12 +241,12 @@ def write_pairs(out, count: int, *, split: str = "train", crop: int = 256, seed:
         items = (ds[i] for i in range(count))
     else:
         raise ValueError(f"split={split!r}: expected 'train' or 'eval'")
-    (out / "blurry").mkdir(parents=True, exist_ok=True)
-    (out / "sharp").mkdir(parents=True, exist_ok=True)
+    kinds = ("blurry", "sharp")
+    for kind in kinds:
+        (out / kind).mkdir(parents=True, exist_ok=True)
     written = []
     for item in items:
-        for kind in ("blurry", "sharp"):
-            path = out / kind / f"{item['name']}.png"
-            write_image(path, item[kind].permute(1, 2, 0).numpy())
+        for kind in kinds:
+            write_image(out / kind / f"{item['name']}.png", item[kind].permute(1, 2, 0).numpy())
         written.append(out / "blurry" / f"{item['name']}.png")
     return written
