@@ -24,6 +24,7 @@ from .data.image_io import atomic_write_bytes
 
 TRAIN_FORMAT = "inik_fast.train"
 WEIGHTS_FORMAT = "inik_fast.weights"
+TRAIN_KEYS = ("config", "model", "optimizer", "scheduler", "scaler", "step", "rng", "train")
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "default.pt"
 _WRAPPER_KEYS = ("state_dict", "model", "net", "params")
 _PREFIXES = ("module.", "_orig_mod.")
@@ -99,6 +100,17 @@ def infer_config(sd: dict) -> INIKNetConfig:
     return INIKNetConfig(**kw)
 
 
+def training_state(path) -> dict:
+    """A training checkpoint to resume from, holding every entry `inik_fast.train` saves."""
+    obj = load_file(path)
+    if obj.get("format") != TRAIN_FORMAT:
+        raise CheckpointError(f"checkpoint {path}: not an inik-fast training checkpoint; cannot resume from it")
+    missing = [k for k in TRAIN_KEYS if k not in obj]
+    if missing:
+        raise CheckpointError(f"checkpoint {path}: damaged training checkpoint (no {', '.join(missing)}); cannot resume from it")
+    return obj
+
+
 def model_state(obj: dict, path) -> tuple[dict, INIKNetConfig]:
     """(state dict, config) of any supported checkpoint layout."""
     if obj.get("format") in (TRAIN_FORMAT, WEIGHTS_FORMAT):
@@ -112,8 +124,10 @@ def model_state(obj: dict, path) -> tuple[dict, INIKNetConfig]:
         raise CheckpointError(f"checkpoint {path}: not an INIKNet checkpoint (expected a state dict of tensors)")
     try:
         return sd, infer_config(sd)
-    except (KeyError, IndexError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path}: not an INIKNet checkpoint (no usable {e} entry)") from None
+    except KeyError as e:
+        raise CheckpointError(f"checkpoint {path}: not an INIKNet checkpoint (no {e} entry)") from None
+    except (IndexError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path}: not an INIKNet checkpoint (its tensor shapes give no valid config: {e})") from None
 
 
 def load_model(path, device="cpu", backend: str = "auto"):

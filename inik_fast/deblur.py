@@ -104,14 +104,20 @@ def output_paths(inputs: list[Path], out, fmt: str | None) -> list[Path]:
     if fmt_ext is not None and fmt_ext not in WRITE_EXTS:
         raise ImageError(f"--format {fmt}: expected one of {[e[1:] for e in WRITE_EXTS]}")
     if out.suffix.lower() in WRITE_EXTS and not out.is_dir():
-        if len(inputs) == 1:
-            return [out]
-        raise ImageError(f"-o {out}: {len(inputs)} inputs need an output folder, not a file name")
-    paths: dict[Path, None] = {}
-    for p in inputs:
-        ext = fmt_ext or (p.suffix.lower() if p.suffix.lower() in WRITE_EXTS else ".png")
-        q = out / (p.stem + ext)
-        if q in paths:
-            raise ImageError(f"two inputs would both be written to {q}; deblur them into separate folders")
-        paths[q] = None
+        if len(inputs) != 1:
+            raise ImageError(f"-o {out}: {len(inputs)} inputs need an output folder, not a file name")
+        paths = {out: None}
+    else:
+        paths: dict[Path, None] = {}
+        for p in inputs:
+            ext = fmt_ext or (p.suffix.lower() if p.suffix.lower() in WRITE_EXTS else ".png")
+            q = out / (p.stem + ext)
+            if q in paths:
+                raise ImageError(f"two inputs would both be written to {q}; deblur them into separate folders")
+            paths[q] = None
+    # Deblurring a photo must never replace it.
+    sources = {p.resolve() for p in inputs}
+    for q in paths:
+        if q.resolve() in sources:
+            raise ImageError(f"-o {out}: {q} is one of the inputs; write the results elsewhere")
     return list(paths)

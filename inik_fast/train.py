@@ -254,10 +254,8 @@ def train(cfg: TrainConfig) -> dict:
     rank, world, local_rank = _distributed()
     out = Path(cfg.out)
     resume_path = _resume_path(cfg, out)
-    state = ckpt.load_file(resume_path) if resume_path else None
+    state = ckpt.training_state(resume_path) if resume_path else None
     if state is not None:
-        if state.get("format") != ckpt.TRAIN_FORMAT:
-            raise ckpt.CheckpointError(f"checkpoint {resume_path}: not an inik-fast training checkpoint; cannot resume from it")
         cfg = _merge_resumed(cfg, state["train"])
     cfg.check()
     if cfg.threads:

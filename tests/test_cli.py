@@ -86,6 +86,9 @@ def bad_inputs(tmp_path, good_ckpt):
     ck = good_ckpt.read_bytes()
     (tmp_path / "cut.pt").write_bytes(ck[: len(ck) // 2])
     torch.save({"conv.weight": torch.zeros(3)}, tmp_path / "foreign.pt")
+    mangled = torch.load(good_ckpt, weights_only=True)
+    mangled["scale_select.weight"] = torch.zeros(0, 1, 1, 1)  # no groups: no valid config
+    torch.save(mangled, tmp_path / "mangled.pt")
     (tmp_path / "pickle.pt").write_bytes(pickle.dumps({"model": Path("x")}, protocol=2))
     torch.save({"format": checkpoint.WEIGHTS_FORMAT, "config": TINY.to_dict(), "model": {"sum.bias": torch.zeros(3)}}, tmp_path / "partial.pt")
     img = [tmp_path / "ok.png", "--checkpoint", good_ckpt]
@@ -96,6 +99,7 @@ def bad_inputs(tmp_path, good_ckpt):
         "missing input": ([tmp_path / "nope.png", "--checkpoint", good_ckpt], "no such file"),
         "truncated checkpoint": (img[:1] + ["--checkpoint", tmp_path / "cut.pt"], "cannot be loaded"),
         "foreign checkpoint": (img[:1] + ["--checkpoint", tmp_path / "foreign.pt"], "not an INIKNet checkpoint"),
+        "mangled shapes": (img[:1] + ["--checkpoint", tmp_path / "mangled.pt"], "its tensor shapes give no valid config"),
         "pickled objects": (img[:1] + ["--checkpoint", tmp_path / "pickle.pt"], "cannot be loaded"),
         "incomplete weights": (img[:1] + ["--checkpoint", tmp_path / "partial.pt"], "does not match INIKNet"),
         "unknown backend": (img + ["--backend", "fpga"], "backend='fpga'"),

@@ -54,6 +54,21 @@ def test_read_16bit_grey_png(tmp_path):
     assert bits == 16 and np.allclose(img[..., 1], g / 65535, atol=1e-7)
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_at_8_and_16_bits(tmp_path, orientation):
+    from PIL import Image
+
+    g = (np.arange(600).reshape(20, 30) * 100).astype(np.uint16)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(g).save(tmp_path / "g16.png", exif=exif.tobytes())
+    Image.fromarray((g >> 8).astype(np.uint8)).save(tmp_path / "g8.png", exif=exif.tobytes())
+    img16, bits16 = read_image(tmp_path / "g16.png")
+    img8, bits8 = read_image(tmp_path / "g8.png")  # Pillow's own exif_transpose
+    assert (bits16, bits8) == (16, 8) and img16.shape == img8.shape == ((20, 30) if orientation < 5 else (30, 20)) + (3,)
+    assert np.allclose(img16, img8, atol=1 / 255)
+
+
 def png_header_only(w, h):
     """A PNG that claims w x h pixels but holds one tiny compressed row: a decompression bomb's header."""
     def chunk(t, d):

@@ -84,3 +84,9 @@ def test_expand_inputs_and_output_paths(tmp_path):
         expand_inputs([str(tmp_path / "nothing*.png")])
     with pytest.raises(ImageError, match="--format gif"):
         output_paths(files, tmp_path / "out", "gif")
+    # never over an input: the folder itself, or the one input named as the output
+    with pytest.raises(ImageError, match=r"a\.png is one of the inputs; write the results elsewhere"):
+        output_paths(files, tmp_path / "in", None)
+    with pytest.raises(ImageError, match="is one of the inputs"):
+        output_paths(files[:1], files[0], None)
+    assert [p.name for p in output_paths(files, tmp_path / "in", "tiff")] == ["a.tiff", "b.tiff", "c.tiff"]

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from inik_fast import backends
-from inik_fast.checkpoint import TRAIN_FORMAT, load_file
+from inik_fast.checkpoint import DEFAULT_WEIGHTS, TRAIN_FORMAT, CheckpointError, atomic_save, load_file
 from inik_fast.losses import MultiScaleLoss, fft_loss
 from inik_fast.metrics import psnr, ssim
 from inik_fast.perceptual import LPIPS, PerceptualWeightsError, VGGFeatureL1
@@ -140,6 +140,16 @@ def test_resume_continues_exactly(tmp_path):
     assert second["step"] == 4 and second["losses"] == full["losses"][2:]
     a, b = params(full["checkpoint"]), params(second["checkpoint"])
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_unusable_checkpoints(tmp_path):
+    with pytest.raises(CheckpointError, match="not an inik-fast training checkpoint; cannot resume from it"):
+        run(tmp_path, resume=str(DEFAULT_WEIGHTS))
+    state = load_file(run(tmp_path, "first", steps=2)["checkpoint"])
+    del state["rng"], state["scaler"]
+    atomic_save(state, tmp_path / "damaged.pt")
+    with pytest.raises(CheckpointError, match=r"damaged training checkpoint \(no scaler, rng\); cannot resume"):
+        run(tmp_path, resume=str(tmp_path / "damaged.pt"))
 
 
 def test_gradient_accumulation_matches_the_larger_batch(tmp_path):

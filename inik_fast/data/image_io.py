@@ -75,6 +75,24 @@ def _decode_16bit(path: Path, fmt: str) -> np.ndarray:
     return decode(data)
 
 
+# EXIF orientation -> the array operation that shows the image upright (as ImageOps.exif_transpose)
+_ORIENT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+    8: lambda a: np.rot90(a),
+}
+
+
+def _upright(arr: np.ndarray, im: Image.Image) -> np.ndarray:
+    """A 16-bit image's pixels with its EXIF orientation applied (Pillow cannot transpose them)."""
+    turn = _ORIENT.get(im.getexif().get(0x0112, 1))
+    return np.ascontiguousarray(turn(arr)) if turn else arr
+
+
 def read_image(path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, int]:
     """The image at `path` as float32 [H, W, 3] in [0, 1] (grey is repeated, alpha dropped,
     EXIF orientation applied) and its bit depth (8 or 16)."""
@@ -88,7 +106,7 @@ def read_image(path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, 
                 arr = _decode_16bit(path, im.format)
             else:
                 raise ImageError(f"{path}: 16-bit {im.format} images are not supported (use PNG or TIFF)")
-            bits = 16
+            arr, bits = _upright(arr, im), 16
         elif im.mode in _8BIT_MODES:
             im = ImageOps.exif_transpose(im)
             arr = np.asarray(im.convert("RGBA" if "A" in im.mode or im.mode == "P" else "RGB"))
