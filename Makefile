@@ -1,16 +1,18 @@
-# make install | test | demo | bench. Idempotent: a second run only rebuilds what changed.
+# make install | test | demo | bench | test-compat. Idempotent: a second run only rebuilds what changed.
 PYTHON ?= python3.11
-VENV := .venv
+VENV ?= .venv
+TORCH ?= 2.14.1
+TRITON ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.inik_fast-deps
 PYTEST_ARGS ?=
 
-.PHONY: install test demo bench clean
+.PHONY: install test test-compat demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q torch==2.14.1
+	$(PY) -m pip install -q torch==$(TORCH) $(if $(TRITON),triton==$(TRITON))
 	$(PY) -m pip install -q ninja pytest pytest-benchmark numpy pillow scikit-image tqdm imagecodecs
 	touch $@
 
@@ -24,6 +26,15 @@ install: $(VENV)/.inik_fast-editable
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The oldest torch and triton supported (those of the GPU image), in a copy of the working tree:
+# the extension is built in place, for one torch.
+COMPAT := build/compat
+test-compat:
+	rm -rf $(COMPAT) && mkdir -p $(COMPAT)
+	git ls-files -z -co --exclude-standard | xargs -0 cp -p --parents -t $(COMPAT)
+	INIK_FAST_FIXTURE=$${INIK_FAST_FIXTURE:-$(abspath ../shared/fixtures/iniknet_official_float64.pt)} \
+		$(MAKE) -C $(COMPAT) test VENV=$(abspath build/venv-compat) TORCH=2.11.0 TRITON=3.6.0
 
 demo: install
 	$(PY) scripts/demo.py

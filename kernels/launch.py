@@ -13,6 +13,10 @@ import torch
 import triton
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+if INTERPRET:
+    from .interpreter_compat import squeeze_scalar_index
+
+    squeeze_scalar_index()
 
 # Integer arguments the kernels are not specialized on (Triton would compile a variant for each
 # value that is 1 or a multiple of 16): one binary per dtype, flags and tile serves every shape.
