@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +140,31 @@ def test_resume_continues_exactly(tmp_path):
     second = run(tmp_path, "split", steps=4, resume="auto")
     assert second["step"] == 4 and second["losses"] == full["losses"][2:]
     a, b = params(full["checkpoint"]), params(second["checkpoint"])
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_killed_process_resumes_from_its_last_checkpoint(tmp_path):
+    """A real SIGKILL mid-run, then `--resume auto`: the same parameters as the uninterrupted run."""
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY))
+
+    def cmd(out):
+        return [sys.executable, "-m", "inik_fast", "train", "--model-config", str(tmp_path / "tiny.json"), "--steps", "30",
+                "--crop", "32", "--batch", "2", "--backend", "reference", "--out", str(tmp_path / out), "--ckpt-every", "3",
+                "--val-count", "1", "--val-crop", "32", "--no-progress", "--resume", "auto"]  # fmt: skip
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run(cmd("full"), cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300)
+    proc = subprocess.Popen(cmd("killed"), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "killed" / "last.pt"
+    deadline = time.monotonic() + 120
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.kill()
+    proc.wait()
+    assert 3 <= load_file(last)["step"] < 30  # killed mid-run, after a checkpoint
+    subprocess.run(cmd("killed"), cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300)
+    assert load_file(last)["step"] == 30
+    a, b = params(tmp_path / "full" / "last.pt"), params(last)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
