@@ -58,12 +58,23 @@ def wheel_cuda_includes():
     return [d for i, d in enumerate(dirs) if d not in dirs[:i]]
 
 
-def default_max_jobs():
+def available_memory_gib():
+    """MemAvailable (free memory plus the page cache the kernel can drop); SC_AVPHYS_PAGES counts
+    free pages only, which a warm page cache makes small."""
     try:
-        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+        with open("/proc/meminfo") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
+        return kib / 2**20
+    except (OSError, StopIteration, ValueError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
     except (ValueError, OSError):
-        avail = 8.0
-    return max(1, min(os.cpu_count() or 1, int(avail // 3)))  # nvcc can take ~3 GB a job
+        return 8.0
+
+
+def default_max_jobs():
+    return max(1, min(os.cpu_count() or 1, int(available_memory_gib() // 3)))  # nvcc can take ~3 GB a job
 
 
 def arch_macro(arch_list):
