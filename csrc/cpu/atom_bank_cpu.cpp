@@ -5,11 +5,11 @@
 // item and sums the items over g in a fixed order, so results do not depend on the thread count.
 #include <torch/library.h>
 
-#include <cmath>
 #include <vector>
 
 #include "checks.h"
 #include "parallel.h"
+#include "sincos.h"
 
 namespace inik_fast::cpu {
 namespace {
@@ -47,19 +47,17 @@ struct AtomMlp {
       T s = b1[h];
       for (int64_t d = 0; d < D; ++d) s += w1[h * D + d] * p[d];
       z1[h] = s;
-      h1[h] = std::sin(omega * s);
     }
+    sincos_scaled<false>(z1, omega, h1, Hd);
     for (int64_t k = 0; k < Hd; ++k) z2[k] = b2[k];
     for (int64_t h = 0; h < Hd; ++h) {
       const T a = h1[h];
       const T* col = w2t + h * Hd;
       for (int64_t k = 0; k < Hd; ++k) z2[k] += col[k] * a;
     }
+    sincos_scaled<false>(z2, omega, h2, Hd);
     T out = 0;
-    for (int64_t k = 0; k < Hd; ++k) {
-      h2[k] = std::sin(omega * z2[k]);
-      out += w3[k] * h2[k];
-    }
+    for (int64_t k = 0; k < Hd; ++k) out += w3[k] * h2[k];
     return out;
   }
 };
@@ -109,9 +107,10 @@ void bank_backward(const BankArgs& a, const at::Tensor& grad, std::vector<at::Te
   const T* ga = grad.data_ptr<T>();
   T* part = partial.data_ptr<T>();
   parallel_items(
-      G * M, [&] { return std::vector<T>(6 * Hd); },
+      G * M, [&] { return std::vector<T>(8 * Hd); },
       [&](std::vector<T>& buf, int64_t item) {
         T *z1 = buf.data(), *h1 = z1 + Hd, *z2 = h1 + Hd, *h2 = z2 + Hd, *dz2 = h2 + Hd, *dh1 = dz2 + Hd;
+        T *c1 = dh1 + Hd, *c2 = c1 + Hd;  // cos(omega z1), cos(omega z2)
         const int64_t g = item / M, m = item % M;
         const AtomMlp<T> mlp = atom_mlp<T>(a, w2t, m);
         const T* w2 = a.w2.data_ptr<T>() + m * Hd * Hd;
@@ -122,12 +121,14 @@ void bank_backward(const BankArgs& a, const at::Tensor& grad, std::vector<at::Te
           const T da = ga[item * KK + q] * mask[g * KK + q];
           const T* p = coords + (g * KK + q) * D;
           mlp.eval(p, z1, h1, z2, h2);
+          sincos_scaled<true>(z1, om, c1, Hd);
+          sincos_scaled<true>(z2, om, c2, Hd);
           T domega = 0;
           for (int64_t k = 0; k < Hd; ++k) {
             P[L.w3 + k] += da * h2[k];
-            const T dh2 = da * mlp.w3[k], c2 = std::cos(om * z2[k]);
-            dz2[k] = dh2 * c2 * om;
-            domega += dh2 * c2 * z2[k];
+            const T dh2 = da * mlp.w3[k];
+            dz2[k] = dh2 * c2[k] * om;
+            domega += dh2 * c2[k] * z2[k];
             P[L.b2 + k] += dz2[k];
           }
           for (int64_t h = 0; h < Hd; ++h) dh1[h] = 0;
@@ -141,9 +142,8 @@ void bank_backward(const BankArgs& a, const at::Tensor& grad, std::vector<at::Te
             }
           }
           for (int64_t h = 0; h < Hd; ++h) {
-            const T c1 = std::cos(om * z1[h]);
-            const T dz1 = dh1[h] * c1 * om;
-            domega += dh1[h] * c1 * z1[h];
+            const T dz1 = dh1[h] * c1[h] * om;
+            domega += dh1[h] * c1[h] * z1[h];
             P[L.b1 + h] += dz1;
             for (int64_t d = 0; d < D; ++d) P[L.w1 + h * D + d] += dz1 * p[d];
           }
