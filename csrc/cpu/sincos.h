@@ -5,47 +5,44 @@
 
 #include <cmath>
 #include <cstdint>
-#include <type_traits>
+
+#include "simd.h"
 
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #include <sleef.h>
+#define INIK_FAST_SLEEF 1
 #endif
 
 namespace inik_fast::cpu {
+
+#ifdef INIK_FAST_SLEEF
+// One simd.h vector (the -march width, as SLEEF's __m512 / __m256 types) through SLEEF.
+template <bool Cos>
+inline vec_t<float> sleef(vec_t<float> v) {
+#if defined(__AVX512F__)
+  return Cos ? Sleef_cosf16_u10(v) : Sleef_sinf16_u10(v);
+#else
+  return Cos ? Sleef_cosf8_u10avx2(v) : Sleef_sinf8_u10avx2(v);
+#endif
+}
+
+template <bool Cos>
+inline vec_t<double> sleef(vec_t<double> v) {
+#if defined(__AVX512F__)
+  return Cos ? Sleef_cosd8_u10(v) : Sleef_sind8_u10(v);
+#else
+  return Cos ? Sleef_cosd4_u10avx2(v) : Sleef_sind4_u10avx2(v);
+#endif
+}
+#endif
 
 // out[i] = cos(omega * z[i]) if Cos else sin(omega * z[i]), for i < n.
 template <bool Cos, class T>
 inline void sincos_scaled(const T* z, T omega, T* out, int64_t n) {
   int64_t i = 0;
-#if defined(__AVX512F__)
-  if constexpr (std::is_same_v<T, float>) {
-    const __m512 w = _mm512_set1_ps(omega);
-    for (; i + 16 <= n; i += 16) {
-      const __m512 v = _mm512_mul_ps(w, _mm512_loadu_ps(z + i));
-      _mm512_storeu_ps(out + i, Cos ? Sleef_cosf16_u10(v) : Sleef_sinf16_u10(v));
-    }
-  } else {
-    const __m512d w = _mm512_set1_pd(omega);
-    for (; i + 8 <= n; i += 8) {
-      const __m512d v = _mm512_mul_pd(w, _mm512_loadu_pd(z + i));
-      _mm512_storeu_pd(out + i, Cos ? Sleef_cosd8_u10(v) : Sleef_sind8_u10(v));
-    }
-  }
-#elif defined(__AVX2__)
-  if constexpr (std::is_same_v<T, float>) {
-    const __m256 w = _mm256_set1_ps(omega);
-    for (; i + 8 <= n; i += 8) {
-      const __m256 v = _mm256_mul_ps(w, _mm256_loadu_ps(z + i));
-      _mm256_storeu_ps(out + i, Cos ? Sleef_cosf8_u10avx2(v) : Sleef_sinf8_u10avx2(v));
-    }
-  } else {
-    const __m256d w = _mm256_set1_pd(omega);
-    for (; i + 4 <= n; i += 4) {
-      const __m256d v = _mm256_mul_pd(w, _mm256_loadu_pd(z + i));
-      _mm256_storeu_pd(out + i, Cos ? Sleef_cosd4_u10avx2(v) : Sleef_sind4_u10avx2(v));
-    }
-  }
+#ifdef INIK_FAST_SLEEF
+  for (; i + Simd<T>::N <= n; i += Simd<T>::N) store(out + i, sleef<Cos>(omega * load(z + i)));
 #endif
   for (; i < n; ++i) out[i] = Cos ? std::cos(omega * z[i]) : std::sin(omega * z[i]);
 }
