@@ -42,8 +42,11 @@ def _ramp(n: int, lo_core: int, hi_core: int, blend: int, device) -> torch.Tenso
 
 
 @torch.no_grad()
-def tiled_forward(model, x: torch.Tensor, tile: int, halo: int = DEFAULT_HALO, blend: int = DEFAULT_BLEND) -> torch.Tensor:
-    """The model's full-resolution output for x [B, C, H, W], computed tile by tile."""
+def tiled_forward(model, x: torch.Tensor, tile: int, halo: int = DEFAULT_HALO, blend: int | None = None) -> torch.Tensor:
+    """The model's full-resolution output for x [B, C, H, W], computed tile by tile. `blend`
+    (default: DEFAULT_BLEND, or the whole halo when that is narrower) is the fade beyond a core."""
+    if blend is None:
+        blend = min(DEFAULT_BLEND, halo)
     if tile < 1 or halo < 0 or not 0 <= blend <= halo:
         raise ValueError(f"tiling: tile={tile}, halo={halo}, blend={blend}: expected tile >= 1 and 0 <= blend <= halo")
     tile, halo = _round_up(tile, _ALIGN), _round_up(halo, _ALIGN)
@@ -72,8 +75,7 @@ def deblur(model, img: torch.Tensor, tile: int | None = None, halo: int = DEFAUL
     """Deblur one [3, H, W] image in [0, 1] (on the model's device); returns [3, H, W] in [0, 1]."""
     device = next(model.parameters()).device
     x = img[None].to(device=device, dtype=torch.float32)
-    # a halo narrower than the default blend band blends over the whole halo
-    y = model(x)[-1] if tile is None else tiled_forward(model, x, tile, halo, min(DEFAULT_BLEND, halo))
+    y = model(x)[-1] if tile is None else tiled_forward(model, x, tile, halo)
     return y[0].clamp(0, 1)
 
 

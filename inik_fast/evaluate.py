@@ -5,9 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import torch
 
-from . import backends
 from .data import FOLDER_DATASETS, SyntheticEval
 from .deblur import DEFAULT_HALO, deblur
 from .metrics import image_metrics
@@ -53,7 +51,7 @@ def evaluate(model, dataset="synthetic", root=None, split="test", count=8, limit
         )
     mean = {side: {k: float(np.mean([r[side][k] for r in rows])) for k in rows[0][side]} for side in ("input", "output")}
     mean["psnr_gain"] = mean["output"]["psnr"] - mean["input"]["psnr"]
-    backend = model.backend if model.backend == "release" else backends.resolve(model.backend, device, torch.float32)
+    backend = model.ops_backend(device)
     return {"dataset": dataset, "root": None if root is None else str(root), "split": split, "device": str(device), "backend": backend, "images": rows, "mean": mean}
 
 

@@ -158,6 +158,10 @@ class INIKNet(nn.Module):
         self.sum = nn.Conv2d((G + 1) * C * M, C, 1)
         self._atom_cache = None
 
+    def ops_backend(self, device, dtype: torch.dtype = torch.float32) -> str:
+        """The backend this model's forward runs on tensors of `device` and `dtype` ("release" as is)."""
+        return "release" if self.backend == "release" else backends.resolve(self.backend, device, dtype)
+
     # -- atoms -------------------------------------------------------------------------------
     def atoms(self) -> torch.Tensor:
         """The atom bank [G, M, K, K], computed once per forward. In eval mode without autograd it

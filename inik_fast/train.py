@@ -407,9 +407,9 @@ def _save(path, cfg, model, opt, sched, scaler, step, device):
 
 
 def _header(cfg, model, device, world, start, steps, resume_path) -> str:
-    from . import __version__, backends
+    from . import __version__
 
-    backend = backends.resolve(cfg.backend, device, torch.float32) if cfg.backend != "release" else "release"
+    backend = model.ops_backend(device)
     n_params = sum(p.numel() for p in model.parameters())
     lines = [
         f"# inik-fast {__version__} train, torch {torch.__version__}, {platform.machine()} {os.cpu_count()} CPUs, "
