@@ -7,10 +7,10 @@ import workloads
 
 def test_model_eval(benchmark, case):
     net = workloads.model(case).eval()
-    x = torch.rand(case.shape, generator=torch.Generator(case.device).manual_seed(0), device=case.device).to(case.dtype)
+    x = torch.rand(case.shape, generator=torch.Generator(case.device).manual_seed(0), device=case.device)
 
     def step(i):
-        with torch.inference_mode():
+        with torch.inference_mode(), workloads.precision(case):
             return net(x)
 
     measure.run(benchmark, case, step)
@@ -23,7 +23,8 @@ def test_train_step(benchmark, case):
 
     def step(i):
         opt.zero_grad(set_to_none=True)
-        loss = workloads.train_loss(net(x), targets)
+        with workloads.precision(case):
+            loss = workloads.train_loss(net(x), targets)
         loss.backward()
         opt.step()
         return loss.detach()

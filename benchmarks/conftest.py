@@ -21,6 +21,11 @@ import workloads
 _start = time.monotonic()
 
 
+def pytest_configure(config):
+    # fp32 means fp32 for every entry, the release's convolutions included: TF32 off, and recorded
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+
+
 def pytest_addoption(parser):
     group = parser.getgroup("inik_fast benchmarks")
     group.addoption("--bench-device", choices=("cpu", "cuda"), default=None, help="device to benchmark")
@@ -83,5 +88,6 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         profile=profile_name(config),
         peak_fma_per_s=peak,
         peak_source=source,
+        allow_tf32=dict(cudnn=torch.backends.cudnn.allow_tf32, matmul=torch.backends.cuda.matmul.allow_tf32),
         date=datetime.date.today().isoformat(),
     )

@@ -3,15 +3,19 @@
 #   1. build the package and the extension in place, print `python -m inik_fast info`
 #   2. run the GPU tests (pytest -m gpu), and the release-fixture tests when the fixture was carried
 #      into .carry/iniknet_official_float64.pt
-#   3. run the GPU benchmarks, 4. write benchmarks/results/<gpu>-<date>.{json,md}
+#   3. sweep the kernel variants built side by side (benchmarks/sweep.py), each checked against the
+#      float64 reference and timed beside the release; 4. profile one call per backend, kernel by
+#      kernel (benchmarks/profile_gpu.py, then Nsight Compute when `ncu` is there)
+#   5. run the GPU benchmarks, 6. write benchmarks/results/<gpu>-<date>.{json,md} and
+#      sweep-<gpu>-<date>.{json,md}
 # Every stage has its own time limit, a failing stage does not stop the next, and everything lands
-# in DIR as it is produced (at most 8 files): summary.txt, build.log, tests.log, bench.log,
-# bench-ops.json, bench-model.json (raw pytest-benchmark JSON) and <gpu>-<date>.json/.md.
+# in DIR as it is produced (at most 8 files): summary.txt, run.log (every stage's output),
+# profile.txt, <gpu>-<date>.json/.md (the benchmarks) and sweep-<gpu>-<date>.json/.md.
 #
 # usage: benchmarks/gpu_check.sh --out DIR [--cpu-dry-run] [--deadline SECONDS]
 #   --cpu-dry-run  prove the plumbing on a CPU: no build (uses the extension already built), the
 #                  Triton interpreter, tiny sizes, one round; results go to DIR only
-#   --deadline     seconds for the whole script (default 500, 240 for a dry run); each stage has a
+#   --deadline     seconds for the whole script (default 470, 300 for a dry run); each stage has a
 #                  cap and keeps time back for the stages after it, so the benchmarks always run
 #   PYTHON         interpreter to use (default python3)
 set -uo pipefail
@@ -28,21 +32,22 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$OUT" ] || { echo "gpu_check.sh: --out DIR is required" >&2; exit 2; }
 mkdir -p "$OUT" && OUT="$(cd "$OUT" && pwd)" || exit 2
-[ -n "$DEADLINE" ] || DEADLINE=$([ $DRY = 1 ] && echo 240 || echo 500)
+[ -n "$DEADLINE" ] || DEADLINE=$([ $DRY = 1 ] && echo 300 || echo 470)
 PY="${PYTHON:-python3}"
 export PYTHONUNBUFFERED=1
 START=$(date +%s)
 RESERVE=15          # seconds kept back for the last report
 FAILED=0
-REPORT_MD=$(mktemp)  # outside DIR: only the files named above come back
-trap 'rm -f "$REPORT_MD"' EXIT
+WORK=$(mktemp -d)  # outside DIR: only the files named above come back
+trap 'rm -rf "$WORK"' EXIT
+REPORT_MD="$WORK/report.md" LOG="$OUT/run.log"
 : >"$OUT/summary.txt"
 
 if [ $DRY = 1 ]; then
   export TRITON_INTERPRET=1 OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}  # the interpreter's numpy stalls on BLAS threads
-  BENCH_ARGS=(--bench-device cpu --bench-size tiny)
+  BENCH_ARGS=(--bench-device cpu --bench-size tiny) SWEEP_ARGS=(--tiny)
 else
-  BENCH_ARGS=(--bench-device cuda --bench-size full)
+  BENCH_ARGS=(--bench-device cuda --bench-size full) SWEEP_ARGS=()
 fi
 if [ -f .carry/iniknet_official_float64.pt ]; then
   export INIK_FAST_FIXTURE="$PWD/.carry/iniknet_official_float64.pt"
@@ -53,10 +58,10 @@ record() {  # name status seconds note
 }
 
 # stage NAME MAX_SECONDS KEEP_SECONDS LOG CMD...: run CMD, appending to LOG, for at most
-# MAX_SECONDS and so that KEEP_SECONDS (given for a 500 s deadline, scaled to this one) remain for
+# MAX_SECONDS and so that KEEP_SECONDS (given for a 470 s deadline, scaled to this one) remain for
 # the later stages
 stage() {
-  local name=$1 max=$2 keep=$(($3 * DEADLINE / 500)) log=$4; shift 4
+  local name=$1 max=$2 keep=$(($3 * DEADLINE / 470)) log=$4; shift 4
   local left=$((DEADLINE - ($(date +%s) - START) - RESERVE - keep))
   local limit=$((max < left ? max : left))
   if [ $limit -lt 10 ]; then
@@ -71,7 +76,7 @@ stage() {
   if [ $rc = 124 ] || [ $rc = 137 ]; then status=TIMEOUT; elif [ $rc != 0 ]; then status="FAIL($rc)"; fi
   [ $rc = 0 ] || FAILED=1
   local tally
-  tally=$(tail -n +"$from" "$log" | grep -E '[0-9]+ (passed|failed|errors?|skipped|deselected)' | tail -n 1 | tr -d '=' | xargs)
+  tally=$(tail -n +"$from" "$log" | grep -E '^(sweep: |=* ?[0-9]+ (passed|failed|errors?|skipped|deselected))' | tail -n 1 | tr -d '=' | xargs)
   echo "--- $name: tail of $(basename "$log")"
   tail -n +"$from" "$log" | tail -n 5
   record "$name" "$status" $(($(date +%s) - t0)) "$tally"
@@ -83,18 +88,18 @@ stage() {
 # JSON so far (into DIR; on a GPU also into benchmarks/results)
 bench() {
   local name=$1 max=$2 keep=$3 suite=$4
-  stage "$name" "$max" "$keep" "$OUT/bench.log" bash -c '
+  stage "$name" "$max" "$keep" "$LOG" bash -c '
     budget=$((STAGE_LIMIT - 40 > 10 ? STAGE_LIMIT - 40 : 10))
     exec "$0" -m pytest "$1" --benchmark-only -q -p no:cacheprovider --bench-budget "$budget" \
       --benchmark-json "$2" --benchmark-columns=median,rounds "${@:3}"' \
-    "$PY" "benchmarks/$suite.py" "$OUT/$name.json" "${BENCH_ARGS[@]}"
+    "$PY" "benchmarks/$suite.py" "$WORK/$name.json" "${BENCH_ARGS[@]}"
   local jsons=()
-  for f in "$OUT"/bench-ops.json "$OUT"/bench-model.json; do [ -s "$f" ] && jsons+=("$f"); done
+  for f in "$WORK"/bench-ops.json "$WORK"/bench-model.json; do [ -s "$f" ] && jsons+=("$f"); done
   [ ${#jsons[@]} -gt 0 ] || return
-  if "$PY" benchmarks/report.py "${jsons[@]}" --out-dir "$OUT" >"$REPORT_MD" 2>>"$OUT/bench.log"; then
-    [ $DRY = 1 ] || for f in "$OUT"/*.md; do cp "$f" "${f%.md}.json" benchmarks/results/; done
+  if "$PY" benchmarks/report.py "${jsons[@]}" --out-dir "$WORK/report" >"$REPORT_MD" 2>>"$LOG"; then
+    cp "$WORK"/report/* "$OUT"/
   else
-    record report FAIL 0 "benchmarks/report.py failed, see bench.log"; FAILED=1
+    record report FAIL 0 "benchmarks/report.py failed, see run.log"; FAILED=1
   fi
 }
 
@@ -102,27 +107,49 @@ bench() {
 if [ $DRY = 1 ]; then
   record build skipped 0 "dry run: uses the extension already built"
 else
-  stage install 120 300 "$OUT/build.log" env INIK_FAST_SKIP_EXT=1 "$PY" -m pip install -q --no-build-isolation --no-deps -e .
-  stage build-ext 270 220 "$OUT/build.log" env TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" "$PY" setup.py -q build_ext --inplace
+  stage install 120 330 "$LOG" env INIK_FAST_SKIP_EXT=1 "$PY" -m pip install -q --no-build-isolation --no-deps -e .
+  stage build-ext 200 300 "$LOG" env TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" "$PY" setup.py -q build_ext --inplace
 fi
-stage info 60 200 "$OUT/build.log" "$PY" -m inik_fast info
-grep -E '^ +(cpu|cuda)' "$OUT/build.log" | tail -n 8
+stage info 60 290 "$LOG" "$PY" -m inik_fast info
+grep -E '^ +(cpu|cuda|triton)' "$LOG" | tail -n 8
 
 # 2. tests
-stage tests-gpu 150 200 "$OUT/tests.log" "$PY" -m pytest tests -m gpu -q -p no:cacheprovider
+# in parallel where pytest-xdist is there: compiling the Triton kernels for each tested shape is
+# CPU work, and one process took more than 87 s for the first 5 tests (2026-12-04)
+XDIST=() && "$PY" -c "import xdist" 2>/dev/null && [ $DRY = 0 ] && XDIST=(-n 8)
+stage tests-gpu 150 240 "$LOG" "$PY" -m pytest tests -m gpu -q -p no:cacheprovider --durations=15 "${XDIST[@]}"
 if [ -n "${INIK_FAST_FIXTURE:-}" ]; then
-  stage tests-fixture 90 180 "$OUT/tests.log" env PYTHONPATH="benchmarks${PYTHONPATH:+:$PYTHONPATH}" \
+  stage tests-fixture 60 200 "$LOG" env PYTHONPATH="benchmarks${PYTHONPATH:+:$PYTHONPATH}" \
     "$PY" -m pytest tests -p fixture_tests -q -p no:cacheprovider
 else
   record tests-fixture skipped 0 "no .carry/iniknet_official_float64.pt"
 fi
 
-# 3. benchmarks (rm: a JSON left from an earlier run in DIR must not be reported as this run's)
-rm -f "$OUT/bench-ops.json" "$OUT/bench-model.json"
-bench bench-ops 150 90 bench_ops
-bench bench-model 180 0 bench_model
+# 3. the variant sweep (its budget ends it 20 s before the stage's limit, with its files written)
+stage sweep 110 170 "$LOG" bash -c 'exec "$0" benchmarks/sweep.py --out "$1" --budget $((STAGE_LIMIT - 20)) "${@:2}"' \
+  "$PY" "$WORK/sweep" "${SWEEP_ARGS[@]}"
+cp "$WORK"/sweep/sweep-* "$OUT"/ 2>/dev/null
 
-# 4. report and summary
+# 4. the profile: torch.profiler, then Nsight Compute's summary of the CUDA backend's kernels
+if [ $DRY = 1 ]; then
+  record profile skipped 0 "dry run: needs a GPU"
+else
+  stage profile 40 140 "$OUT/profile.txt" "$PY" benchmarks/profile_gpu.py
+  NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -n 1)
+  if [ -n "$NCU" ]; then
+    stage ncu 45 110 "$OUT/profile.txt" "$NCU" --clock-control none --kernel-name regex:ikconv --launch-count 5 \
+      --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats "$PY" benchmarks/profile_gpu.py --ncu-target cuda
+  else
+    record ncu skipped 0 "no ncu found"
+  fi
+fi
+
+# 5. benchmarks
+bench bench-ops 120 80 bench_ops
+bench bench-model 110 0 bench_model
+[ $DRY = 1 ] || cp "$OUT"/*.md "$OUT"/*.json benchmarks/results/ 2>/dev/null
+
+# 6. report and summary
 if [ -s "$REPORT_MD" ]; then
   echo; cat "$REPORT_MD"
 fi

@@ -1,6 +1,7 @@
 """Turns pytest-benchmark JSON files of the inik_fast suites into the README's markdown tables.
 
     python benchmarks/report.py benchmarks/results/last-run.json [more.json ...] [--out-dir DIR]
+    python benchmarks/report.py RESULTS.json --readme README.md [--sweep SWEEP.json]
 
 Per machine found in the inputs it writes DIR/<machine>-<date>.json (its benchmarks merged, in
 pytest-benchmark's format, so the file is a valid input again) and DIR/<machine>-<date>.md, and
@@ -109,6 +110,7 @@ def markdown(data: dict) -> str:
         f"- Machine: {info['device_name']}" + (f"; host CPU {info['cpu']}, {info['cores']} cores" if gpu else ""),
         f"- Software: {versions}; commit {rev}; size profile `{info['profile']}`; backends: {', '.join(info['backends'])}",
         f"- Peak fp32 FMA rate for the floor: {peak} ({info['peak_source']})",
+        f"- TF32: {info.get('allow_tf32', 'not recorded')} (off: float32 entries, the release's included, compute in float32)",
         "- Median: " + ("the CUDA-event median of the timed rounds" if gpu else "the wall-clock median of the timed rounds")
         + "; speed-up = release median / this median, measured in the same run; memory = peak extra memory of one call"
         + (" (CUDA caching allocator)" if gpu else " (peak resident set above the one before the call)")
@@ -126,12 +128,70 @@ def markdown(data: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def summary(data: dict, sweep: dict | None = None) -> str:
+    """The README's table of one results file: every fused backend of every workload, against the
+    release of the same run; with a sweep file, the fastest correct kernel variant per workload."""
+    info = data["machine_info"]["inik_fast"]
+    lines = [
+        f"{info['device_name']}, torch {info['torch']}, triton {info.get('triton')}, {info['date']} "
+        f"(`benchmarks/results/{stem(data)}.md`; TF32 off):",
+        "",
+        "| workload | dtype | backend | median | speed-up vs release | peak extra memory (÷ release) | floor |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    groups: dict = {}
+    for b in data["benchmarks"]:
+        groups.setdefault(b.get("group") or b["name"], []).append(b)
+    for name, entries in sorted(groups.items(), key=lambda kv: (kv[1][0]["extra_info"].get("suite_rank", 0), kv[0])):
+        release = next((b["extra_info"] for b in entries if b["extra_info"].get("backend") == "release"), {})
+        title, dtype, shape = (name.split(" | ") + ["", ""])[:3]
+        for b in sorted(entries, key=_order):
+            e = b["extra_info"]
+            if e.get("backend") == "release":
+                continue
+            frac = e.get("floor_fraction")
+            lines.append(
+                f"| {title}, {shape} | {dtype} | {e['backend']} | {fmt_time(e.get('time_s'))} | "
+                f"**{ratio(release.get('time_s'), e.get('time_s'))}** | {fmt_bytes(e.get('peak_extra_bytes'))} "
+                f"({ratio(e.get('peak_extra_bytes'), release.get('peak_extra_bytes'), '')}) | "
+                + (f"{100 * frac:.3g}% |" if frac is not None else "n/a |")
+            )
+    if sweep:
+        lines += ["", f"Kernel-variant sweep of the same run (`benchmarks/results/sweep-{slug(sweep['device'])}-"
+                      f"{sweep['date']}.md`), the fastest correct variant per workload:", "",
+                  "| workload | backend | fastest correct variant | median | vs release |", "| --- | --- | --- | ---: | ---: |"]
+        for r in sweep["rows"]:
+            if r["backend"] != "release" and sweep["best"].get(f"{r['workload']} | {r['backend']}") == r["variant"]:
+                lines.append(f"| {r['workload']} | {r['backend']} | {r['variant']} | {r['time_ms']:.3g} ms | {r['speedup']:.3g}x |")
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(readme: Path, marker: str, text: str) -> None:
+    """Replace what lies between <!-- MARKER:begin --> and <!-- MARKER:end --> in README.md."""
+    begin, end = f"<!-- {marker}:begin -->\n", f"<!-- {marker}:end -->"
+    old = readme.read_text()
+    if begin not in old or end not in old:
+        raise SystemExit(f"{readme}: no {begin.strip()} ... {end} block to replace")
+    head, rest = old.split(begin, 1)
+    readme.write_text(head + begin + text + end + rest.split(end, 1)[1])
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("json", nargs="+", help="pytest-benchmark JSON files written by the benchmarks/ suites")
     p.add_argument("--out-dir", type=Path, default=RESULTS, help=f"where to write <machine>-<date>.json/.md ({RESULTS})")
     p.add_argument("--no-files", action="store_true", help="only print the markdown")
+    p.add_argument("--readme", type=Path, help="write the summary table of the (one) machine into this README's "
+                   "<!-- gpu-results:begin/end --> block (cuda results) or cpu-results block")
+    p.add_argument("--sweep", type=Path, help="a sweep-<gpu>-<date>.json of the same run, for --readme")
     args = p.parse_args(argv)
+    if args.readme:
+        (data,) = load(args.json).values()
+        sweep = json.loads(args.sweep.read_text()) if args.sweep else None
+        marker = "gpu-results" if data["machine_info"]["inik_fast"]["device"] == "cuda" else "cpu-results"
+        update_readme(args.readme, marker, summary(data, sweep))
+        print(f"updated the {marker} block of {args.readme}", file=sys.stderr)
+        return 0
     texts = []
     for data in load(args.json).values():
         text = markdown(data)

@@ -29,8 +29,8 @@ SUITE_TITLES = {
     "ikconv_train": "inverse_kernel_conv forward+backward as in training (grads of atoms, scale, basis, weight, bias)",
     "ikconv_train_dx": "inverse_kernel_conv forward+backward with the image gradient too",
     "atom_bank": "atom_bank forward+backward (release: G*M separate MLP calls)",
-    "model_eval": "INIKNet eval forward (inference_mode)",
-    "train_step": "INIKNet training step (forward, 3-scale MSE, backward, Adam)",
+    "model_eval": "INIKNet eval forward (inference_mode; bf16 = autocast)",
+    "train_step": "INIKNet training step (forward, 3-scale MSE, backward, Adam; bf16 = autocast)",
 }
 
 
@@ -70,8 +70,8 @@ PROFILES = {
         ikconv_train=((4, 256, 256, F32), (4, 256, 256, BF16)),
         ikconv_train_dx=((4, 256, 256, F32),),
         atom_bank=(F32,),
-        model_eval=((1, 1120, 1680, F32),),
-        train_step=((4, 256, 256, F32),),
+        model_eval=((1, 1120, 1680, F32), (1, 1120, 1680, BF16)),
+        train_step=((4, 256, 256, F32), (4, 256, 256, BF16)),
         warmup=3, target_s=1.0, min_rounds=5, max_rounds=50,
     ),
     # plumbing checks (gpu_check.sh --cpu-dry-run, CI): one round of tiny shapes
@@ -216,22 +216,28 @@ def atoms_of(module: INRAtoms, case: Case):
 
 
 def model(case: Case) -> INIKNet:
+    """The model in float32; a bf16/fp16 case runs it under autocast (see `precision`)."""
     torch.manual_seed(0)
-    return INIKNet(case.config, backend=case.backend).to(device=case.device, dtype=case.dtype)
+    return INIKNet(case.config, backend=case.backend).to(device=case.device)
+
+
+def precision(case: Case):
+    """Autocast to the case's dtype, or nothing for float32."""
+    return torch.autocast(torch.device(case.device).type, dtype=case.dtype, enabled=case.dtype != F32)
 
 
 def training_data(case: Case) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """A blurry batch and its target resized to the model's three output scales."""
+    """A blurry batch and its target resized to the model's three output scales (float32)."""
     gen = torch.Generator(device=case.device).manual_seed(0)
-    x = torch.rand(case.shape, generator=gen, device=case.device).to(case.dtype)
-    target = torch.rand(case.shape, generator=gen, device=case.device).to(case.dtype)
+    x = torch.rand(case.shape, generator=gen, device=case.device)
+    target = torch.rand(case.shape, generator=gen, device=case.device)
     scaled = [F.interpolate(target, scale_factor=f, mode="bilinear", align_corners=False) for f in (0.25, 0.5)]
     return x, [*scaled, target]
 
 
 def train_loss(outs, targets):
-    """The release's loss without its perceptual terms: MSE at each of the three scales."""
-    return sum(F.mse_loss(o, t) for o, t in zip(outs, targets))
+    """MSE at each of the three scales: the release's loss without its FFT and perceptual terms."""
+    return sum(F.mse_loss(o.float(), t) for o, t in zip(outs, targets))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,8 +17,8 @@ import triton
 import triton.language as tl
 
 from .ikconv_forward import pad_image
-from .ikconv_tiles import IDX, accumulate, tap_offsets, tile_pixels
-from .launch import TAPS, dot_precision, kernel, launch, max_programs, pow2, tiled
+from .ikconv_tiles import IDX, accumulate, tap_offsets, tile_pixels, window_dot
+from .launch import dot_precision, half_dots, kernel, launch, max_programs, pow2, taps, tiled
 
 # The dx kernel is not autotuned: one tile everywhere, which also sizes its scratch.
 DX_TILE = {"TH": 16, "TW": 16}
@@ -30,7 +30,7 @@ def _ikconv_backward_kernel(
     grad_y, xp, atoms, scale, basis, weight, d_scale, d_basis, p_atoms, p_weight, p_bias,
     B, H, W, Wp, plane, C, O, G, M,
     ATOMIC: tl.constexpr, M_P: tl.constexpr, O_P: tl.constexpr, TC: tl.constexpr, PREC: tl.constexpr,
-    TH: tl.constexpr, TW: tl.constexpr,
+    HALF_DOTS: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
 ):
     acc_t = atoms.dtype.element_ty
     pid = tl.program_id(0)
@@ -71,9 +71,9 @@ def _ikconv_backward_kernel(
                 for t0 in range(0, (2 * r + 1) * (2 * r + 1), TC):
                     tap_off, a_off, a_mask = tap_offsets(t0, r, G, K, Wp, M, M_P, TC)
                     a = tl.load(atoms + g * M * KK + a_off, mask=a_mask, other=0.0)
-                    x_cols = tl.load(xplane + xoff[:, None] + tap_off[None, :]).to(acc_t)  # im2col block
-                    d = tl.dot(x_cols, a, acc=d, input_precision=PREC, out_dtype=acc_t)
-                    d_a = tl.dot(tl.trans(x_cols), f, input_precision=PREC)
+                    x_cols = tl.load(xplane + xoff[:, None] + tap_off[None, :])  # im2col block
+                    d = window_dot(x_cols, a, d, PREC, HALF_DOTS)
+                    d_a = tl.dot(tl.trans(x_cols.to(acc_t)), f, input_precision=PREC)
                     accumulate(p_atoms + g * M * KK + a_off, d_a, a_mask, ATOMIC)
                 ed = e * d
                 d_s += tl.sum(ed * bt, axis=1)
@@ -173,7 +173,7 @@ def ikconv_backward(grad_y, x, atoms, scale, basis, weight, residual, need_x_gra
     p_atoms = atoms.new_zeros(slots, G * M * K * K)
     p_weight = weight.new_zeros(slots, O * G * C * M)
     p_bias = weight.new_zeros(slots, O)
-    M_P, O_P, prec = pow2(M), pow2(O), dot_precision(atoms.dtype)
+    M_P, O_P, prec, tc = pow2(M), pow2(O), dot_precision(atoms.dtype), taps("backward")
 
     def grid(meta):
         return (min(programs, B * triton.cdiv(H, meta["TH"]) * triton.cdiv(W, meta["TW"])),)
@@ -181,16 +181,17 @@ def ikconv_backward(grad_y, x, atoms, scale, basis, weight, residual, need_x_gra
     launch(
         _ikconv_backward_kernel, grid, grad_y, xp, atoms, scale, basis, weight,
         d_scale, d_basis, p_atoms, p_weight, p_bias, B, H, W, Wp, plane, C, O, G, M,
-        ATOMIC=not deterministic, M_P=M_P, O_P=O_P, TC=TAPS, PREC=prec, tile=True,
+        ATOMIC=not deterministic, M_P=M_P, O_P=O_P, TC=tc, PREC=prec, HALF_DOTS=half_dots(x), tile=True,
     )
     if need_x_grad:
         th, tw = DX_TILE["TH"], DX_TILE["TW"]
         dx_programs = min(max_programs(x.device, per_sm=1), B * triton.cdiv(H, th) * triton.cdiv(W, tw))
         halo_max = (th + 2 * R) * (tw + 2 * R)
-        scratch = atoms.new_empty(dx_programs * halo_max * (M_P + TAPS))
+        tc = taps("dx")
+        scratch = atoms.new_empty(dx_programs * halo_max * (M_P + tc))
         launch(
             _ikconv_dx_kernel, (dx_programs,), grad_y, atoms, scale, basis, weight, dx, scratch,
-            B, H, W, C, O, G, M, halo_max, RESIDUAL=residual, M_P=M_P, O_P=O_P, TC=TAPS, PREC=prec, **DX_TILE,
+            B, H, W, C, O, G, M, halo_max, RESIDUAL=residual, M_P=M_P, O_P=O_P, TC=tc, PREC=prec, **DX_TILE,
         )
     datoms = p_atoms.sum(0).view(G, M, K, K)
     return dx, datoms, d_scale, d_basis, p_weight.sum(0).view(O, G, C, M), p_bias.sum(0)

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from .ikconv_tiles import IDX, tap_offsets, tile_pixels
-from .launch import TAPS, dot_precision, kernel, launch, pow2, tiled
+from .ikconv_tiles import IDX, tap_offsets, tile_pixels, window_dot
+from .launch import dot_precision, half_dots, kernel, launch, pow2, taps, tiled
 
 
 @tiled()
@@ -19,7 +19,7 @@ from .launch import TAPS, dot_precision, kernel, launch, pow2, tiled
 def _ikconv_forward_kernel(
     xp, atoms, scale, basis, weight, bias, y, H, W, Wp, plane, C, O, G, M,
     HAS_BIAS: tl.constexpr, RESIDUAL: tl.constexpr, M_P: tl.constexpr, O_P: tl.constexpr,
-    TC: tl.constexpr, PREC: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
+    TC: tl.constexpr, PREC: tl.constexpr, HALF_DOTS: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
 ):
     acc_t = atoms.dtype.element_ty
     b = tl.program_id(1).to(tl.int64)
@@ -42,8 +42,8 @@ def _ikconv_forward_kernel(
             for t0 in range(0, (2 * r + 1) * (2 * r + 1), TC):
                 tap_off, a_off, a_mask = tap_offsets(t0, r, G, K, Wp, M, M_P, TC)
                 a = tl.load(atoms + g * M * KK + a_off, mask=a_mask, other=0.0)
-                x_cols = tl.load(xplane + xoff[:, None] + tap_off[None, :]).to(acc_t)  # im2col block
-                d = tl.dot(x_cols, a, acc=d, input_precision=PREC, out_dtype=acc_t)
+                x_cols = tl.load(xplane + xoff[:, None] + tap_off[None, :])  # im2col block
+                d = window_dot(x_cols, a, d, PREC, HALF_DOTS)
             wgc = tl.load(
                 weight + o[None, :] * (G * C * M) + (g * C + c) * M + m[:, None],
                 mask=(m < M)[:, None] & (o < O)[None, :], other=0.0,
@@ -80,7 +80,7 @@ def ikconv_forward(x, atoms, scale, basis, weight, bias, residual):
     launch(
         _ikconv_forward_kernel, grid, xp, atoms, scale, basis, weight, weight if bias is None else bias, y,
         H, W, Wp, plane, C, O, G, M,
-        HAS_BIAS=bias is not None, RESIDUAL=residual, M_P=pow2(M), O_P=pow2(O), TC=TAPS,
-        PREC=dot_precision(atoms.dtype), tile=True,
+        HAS_BIAS=bias is not None, RESIDUAL=residual, M_P=pow2(M), O_P=pow2(O), TC=taps("forward"),
+        PREC=dot_precision(atoms.dtype), HALF_DOTS=half_dots(x), tile=True,
     )
     return y

@@ -56,3 +56,12 @@ def accumulate(ptrs, val, mask, ATOMIC: tl.constexpr):
         tl.atomic_add(ptrs, val, mask=mask, sem="relaxed")
     else:
         tl.store(ptrs, tl.load(ptrs, mask=mask, other=0.0) + val, mask=mask)
+
+
+@triton.jit
+def window_dot(x_cols, a, d, PREC: tl.constexpr, HALF_DOTS: tl.constexpr):
+    """d + x_cols @ a (taps of an im2col block times the atoms' taps), accumulated in d's dtype: a
+    dot in x's fp16/bf16 with HALF_DOTS, else in the atoms' dtype at precision PREC."""
+    if HALF_DOTS:
+        return tl.dot(x_cols, a.to(x_cols.dtype), acc=d, out_dtype=d.dtype)
+    return tl.dot(x_cols.to(a.dtype), a, acc=d, input_precision=PREC, out_dtype=d.dtype)

@@ -30,9 +30,41 @@ GPU_TILES = [
     triton.Config({"TH": 16, "TW": 16}, num_warps=8, num_stages=2),
 ]
 INTERPRET_TILE = {"TH": 16, "TW": 16}
-# Taps per chunk of the im2col dot products (a dot needs every dimension >= 16); the interpreter
-# takes larger chunks, since it pays per operation.
-TAPS = 128 if INTERPRET else 32
+# Taps per chunk of the im2col dot products, per kernel (a dot needs every dimension >= 16): on an
+# H200 the forward and dx kernels ran fastest with 16, the backward with 32 (sweep of 2026-12-04).
+# The interpreter takes larger chunks, since it pays per operation.
+TAPS = {"forward": 16, "backward": 32, "dx": 16}
+INTERPRET_TAPS = 128
+# Kernel variant knobs, read at every call so that benchmarks/sweep.py can time the variants side
+# by side in one process; unset means the default.
+TAPS_VAR = "INIK_FAST_TRITON_TAPS"  # taps per chunk of every kernel: 16, 32, 64 ...
+FORWARD_VAR = "INIK_FAST_TRITON_FORWARD"  # forward kernel: "im2col" (default) or "slab"
+HALF_DOTS_VAR = "INIK_FAST_TRITON_HALF_DOTS"  # 0: fp16/bf16 window sums as fp32 dots too
+
+
+def half_dots(x: torch.Tensor) -> bool:
+    """Whether this call's window sums D = x (*) atoms run as x.dtype dots (atoms rounded to it, fp32
+    accumulation): for fp16/bf16 x unless INIK_FAST_TRITON_HALF_DOTS=0; else fp32 (3xTF32) dots."""
+    return x.dtype in (torch.float16, torch.bfloat16) and os.environ.get(HALF_DOTS_VAR) != "0"
+
+
+def taps(kernel: str) -> int:
+    """Taps per chunk for this call of `kernel` ("forward", "backward" or "dx"): TAPS, or the power
+    of two >= 16 in INIK_FAST_TRITON_TAPS."""
+    value = os.environ.get(TAPS_VAR)
+    if not value:
+        return INTERPRET_TAPS if INTERPRET else TAPS[kernel]
+    n = int(value)
+    if n < 16 or n & (n - 1):
+        raise ValueError(f"{TAPS_VAR}={value!r}: expected a power of two >= 16")
+    return n
+
+
+def forward_variant() -> str:
+    value = os.environ.get(FORWARD_VAR) or "im2col"
+    if value not in ("im2col", "slab"):
+        raise ValueError(f"{FORWARD_VAR}={value!r}: expected 'im2col' or 'slab'")
+    return value
 # Persistent backward programs per multiprocessor: bounds the per-program partial sums.
 PROGRAMS_PER_SM = 2
 INTERPRET_PROGRAMS = 4

@@ -16,7 +16,7 @@ from torch import Tensor
 from inik_fast import ops
 
 from . import atom_bank, ikconv_backward, ikconv_forward
-from .launch import INTERPRET
+from .launch import INTERPRET, forward_variant
 
 _define = torch.library.custom_op if INTERPRET else torch.library.triton_op
 
@@ -47,6 +47,10 @@ def atom_bank_backward_triton(
 def ikconv_forward_triton(
     x: Tensor, atoms: Tensor, scale: Tensor, basis: Tensor, weight: Tensor, bias: Optional[Tensor], residual: bool
 ) -> Tensor:
+    if forward_variant() == "slab":
+        from .ikconv_forward_slab import ikconv_forward_slab
+
+        return ikconv_forward_slab(x, atoms, scale, basis, weight, bias, residual)
     return ikconv_forward.ikconv_forward(x, atoms, scale, basis, weight, bias, residual)
 
 

@@ -47,21 +47,37 @@ def test_dry_run_passes_every_stage_and_writes_its_files(dry_run):
     proc, out = dry_run
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     summary = (out / "summary.txt").read_text()
-    for name in ("info", "tests-gpu", "bench-ops", "bench-model"):
+    for name in ("info", "tests-gpu", "sweep", "bench-ops", "bench-model"):
         assert re.search(rf"^{name} +ok ", summary, re.M), summary
     assert re.search(r"^build +skipped ", summary, re.M), summary
     files = sorted(p.name for p in out.iterdir())
     assert len(files) <= 8, files  # what comes back from the GPU machine
-    for name in ("summary.txt", "build.log", "tests.log", "bench.log", "bench-ops.json", "bench-model.json"):
-        assert name in files, files
-    assert len([f for f in files if f.endswith(".md")]) == 1, files
+    assert {"summary.txt", "run.log"} <= set(files), files
+    assert len([f for f in files if f.endswith(".md") and not f.startswith("sweep-")]) == 1, files
     assert "=== gpu_check summary" in proc.stdout[-12000:]  # the caller sees the last 12,000 characters
+
+
+def _results(out, prefix=""):
+    (path,) = [p for p in out.glob(f"{prefix}*.json") if prefix or not p.name.startswith("sweep-")]
+    return path
+
+
+@pytest.mark.slow
+def test_sweep_checks_every_variant_against_the_reference(dry_run):
+    _, out = dry_run
+    result = json.loads(_results(out, "sweep-").read_text())
+    timed = [r for r in result["rows"] if "time_ms" in r and r["backend"] != "release"]
+    assert {r["backend"] for r in timed} == {"triton"}, result["rows"]  # no CUDA on this machine
+    assert {r["variant"] for r in timed} >= {"default", "taps 16", "slab forward"}, timed
+    for r in timed:
+        assert r["ok"] and 0 <= r["rel_err"] <= r["tol"] <= 1e-3 and r["time_ms"] > 0, r
+    assert set(result["best"]) == {f"{r['workload']} | triton" for r in timed}
 
 
 @pytest.mark.slow
 def test_report_tables_from_the_dry_run(dry_run, tmp_path):
     _, out = dry_run
-    raw = [out / "bench-ops.json", out / "bench-model.json"]
+    raw = [_results(out)]  # the merged pytest-benchmark JSON of both suites
     proc = _report([*raw, "--out-dir", tmp_path], ROOT)
     assert proc.returncode == 0, proc.stderr
     md = proc.stdout

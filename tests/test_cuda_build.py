@@ -127,6 +127,32 @@ def test_tiled_images_match_reference(shape, dtype):
             assert rel_err(g[k], g_ref[k]) <= tol, k
 
 
+# The kernel variants built in side by side (benchmarks/sweep.py times them): each must compute the
+# op, in both dtypes, on images of many tiles with ragged edges.
+VARIANTS = {
+    "first-version": {"INIK_FAST_CUDA_DX_CHANNELS": "1024", "INIK_FAST_CUDA_ATOMS_SPLIT": "0"},
+    "dx-2-channels": {"INIK_FAST_CUDA_DX_CHANNELS": "2"},
+    "capped-registers": {"INIK_FAST_CUDA_ATOMS_MINBLOCKS": "4", "INIK_FAST_CUDA_DX_MINBLOCKS": "8"},
+}
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_kernel_variants_match_reference(variant, dtype, monkeypatch):
+    usable()
+    for k, v in VARIANTS[variant].items():
+        monkeypatch.setenv(k, v)
+    B, C, H, W, G, M, O, bias, residual = TILED["release-tiles"]
+    make = lambda dt, dev: ikconv_case(B, C, H, W, G, M, O, bias=bias, residual=residual, dtype=dt, device=dev)  # noqa: E731
+    y_ref, g_ref = ikconv_run(make(F64, "cpu"), "reference")
+    y, g = ikconv_run(make(dtype, "cuda"), "cuda")
+    tol = 1e-4 if dtype == F32 else 1e-10
+    assert rel_err(y, y_ref) <= tol
+    for k in IKCONV_GRAD_NAMES:
+        assert rel_err(g[k], g_ref[k]) <= tol, k
+
+
 @gpu
 @pytest.mark.parametrize("deterministic", [True, False])
 def test_more_tiles_than_persistent_blocks(deterministic):

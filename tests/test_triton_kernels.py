@@ -82,6 +82,31 @@ def test_many_tiles_with_ragged_edges(kernels, dtype):
             assert rel_err(g[k], ref) <= tol, k
 
 
+@pytest.mark.parametrize("taps", ["16", "32"])
+def test_tap_chunks_of_the_gpu_sizes(kernels, taps, monkeypatch):
+    """INIK_FAST_TRITON_TAPS: the GPU's chunks of 16 or 32 taps (several per window, a partial last
+    one) instead of the interpreter's single chunk of 128, forward and every gradient."""
+    monkeypatch.setenv("INIK_FAST_TRITON_TAPS", taps)
+    exact = ikconv_case(2, 3, 11, 9, 3, 5, O=2, residual=False)
+    y_ref, g_ref = ikconv_run(exact, "reference")
+    y, g = ikconv_run(cast(exact, F64, DEVICE), "triton")
+    assert rel_err(y, y_ref) <= 1e-10
+    for k, ref in g_ref.items():
+        if ref is not None:
+            assert rel_err(g[k], ref) <= 1e-10, k
+
+
+def test_variant_knobs_refuse_bad_values(kernels, monkeypatch):
+    from inik_fast.kernels import launch
+
+    monkeypatch.setenv("INIK_FAST_TRITON_TAPS", "24")
+    with pytest.raises(ValueError, match="INIK_FAST_TRITON_TAPS='24': expected a power of two >= 16"):
+        launch.taps("forward")
+    monkeypatch.setenv("INIK_FAST_TRITON_FORWARD", "fft")
+    with pytest.raises(ValueError, match="INIK_FAST_TRITON_FORWARD='fft'"):
+        launch.forward_variant()
+
+
 @pytest.mark.parametrize("hidden", [1, 5, 100, 128])
 def test_atom_bank_hidden_widths(kernels, hidden):
     dtype = F64 if F64 in kernels.DTYPES else F32

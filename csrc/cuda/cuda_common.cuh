@@ -1,6 +1,6 @@
 // Pieces shared by the CUDA kernel files of inik_fast: small device utilities and launch
 // helpers. Kernel files include only CUDA and c10's error macros (no ATen), which keeps their
-// compile time low; the ops themselves are in the *_ops.cpp files. Design: benchmarks/NOTES_cuda.md.
+// compile time low; the ops themselves are in the *_ops.cpp files. Design: benchmarks/NOTES.md.
 #pragma once
 
 #include <c10/cuda/CUDAException.h>
@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <type_traits>
 
 namespace inik_fast {
@@ -42,12 +43,25 @@ inline void allow_shared_memory(const void* kernel, size_t bytes, const char* wh
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
 }
 
-// Blocks of a persistent kernel: as many as run at once on the device, at most `work`.
-inline int persistent_grid(const void* kernel, int threads, size_t smem, int64_t work) {
+// A kernel variant knob: the integer in the environment variable `name` (INIK_FAST_CUDA_*), or
+// `fallback` when it is unset. Read at every launch, so benchmarks/sweep.py can time the variants
+// built into one binary side by side in one process; the defaults are the sweep's winners.
+inline int variant(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::atoi(v) : fallback;
+}
+
+// Blocks per multiprocessor that can run `kernel` at once (at least 1).
+inline int blocks_per_sm(const void* kernel, int threads, size_t smem) {
   int per_sm = 0;
   C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
+  return std::max(per_sm, 1);
+}
+
+// Blocks of a persistent kernel: as many as run at once on the device, at most `work`.
+inline int persistent_grid(const void* kernel, int threads, size_t smem, int64_t work) {
   const int64_t sms = device_attribute(cudaDevAttrMultiProcessorCount);
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(work, std::max(per_sm, 1) * sms)));
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(work, blocks_per_sm(kernel, threads, smem) * sms)));
 }
 
 }  // namespace cuda
