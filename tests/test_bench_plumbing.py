@@ -102,6 +102,24 @@ def test_report_tables_from_the_dry_run(dry_run, tmp_path):
     assert again.returncode == 0 and again.stdout == md
 
 
+@pytest.mark.slow
+def test_readme_block_from_the_dry_run(dry_run, tmp_path):
+    _, out = dry_run
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- cpu-results:begin -->\nold table\n<!-- cpu-results:end -->\noutro\n")
+    args = [_results(out), "--sweep", _results(out, "sweep-"), "--readme", readme]
+    assert _report(args, ROOT).returncode == 0
+    text = readme.read_text()
+    assert text.startswith("intro\n<!-- cpu-results:begin -->\n") and text.endswith("<!-- cpu-results:end -->\noutro\n")
+    assert "old table" not in text
+    for backend in inik_fast.available_backends("cpu", torch.float32):
+        assert re.search(rf"^\| inverse_kernel_conv forward, .* \| float32 \| {backend} \| ", text, re.M), text
+    assert "| triton |" in text.split("the fastest correct variant per workload", 1)[1], text
+    readme.write_text("no block\n")
+    proc = _report(args, ROOT)
+    assert proc.returncode != 0 and "no <!-- cpu-results:begin --> ... <!-- cpu-results:end --> block" in proc.stderr
+
+
 def test_report_refuses_json_of_other_suites(tmp_path):
     path = tmp_path / "other.json"
     path.write_text(json.dumps({"machine_info": {}, "benchmarks": []}))
