@@ -80,8 +80,14 @@ def tiled(reset_to_zero: tuple[str, ...] = ()):
 
 def launch(fn, grid, *args, tile: bool = False, **kwargs) -> None:
     """Run the kernel `fn` on `grid` (a tuple, or a function of the meta-parameters). `tile`: `fn`
-    takes TH/TW, which the autotuner picks on a GPU and INTERPRET_TILE fixes under the interpreter."""
+    takes TH/TW, which the autotuner picks on a GPU and INTERPRET_TILE fixes under the interpreter.
+
+    On a GPU the launch is guarded with the device of the first tensor argument (all are on one
+    device): Triton launches on the current device's current stream, which need not be the
+    tensors' device (e.g. tensors on cuda:1 while cuda:0 is current)."""
     if INTERPRET:
         fn[grid](*args, **(INTERPRET_TILE if tile else {}), **kwargs)
-    else:
+        return
+    device = next(a.device for a in args if isinstance(a, torch.Tensor))
+    with torch.cuda.device(device):
         torch.library.wrap_triton(fn)[grid](*args, **kwargs)
