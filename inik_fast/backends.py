@@ -48,7 +48,23 @@ def _compiled_reasons(backend: str, device: torch.device, dtype: torch.dtype | N
         reasons.append(f"inik_fast._C was built without {key} kernels")
     if device.type != backend:
         reasons.append(f"needs {backend} tensors, got {device.type}")
+    elif backend == "cuda" and not reasons:
+        reasons += _arch_reasons(device)
     return reasons + _dtype_reasons(_DTYPES[backend], dtype)
+
+
+def _arch_reasons(device: torch.device) -> list[str]:
+    """Whether the extension holds code for the device's compute capability (else the first
+    launch fails with "no kernel image is available")."""
+    if not torch.cuda.is_available():
+        return ["no CUDA device is available"]
+    capability = torch.cuda.get_device_capability(device)
+    compiled = _extension.cuda_archs()
+    if _extension.runs_on(compiled, capability):
+        return []
+    cc = "%d.%d" % capability
+    return [f"inik_fast._C has no code for compute capability {cc} (compiled for {compiled or 'none'}); "
+            f"rebuild with TORCH_CUDA_ARCH_LIST={cc}"]
 
 
 def not_supported_reasons(backend: str, device, dtype: torch.dtype | None = None) -> list[str]:
