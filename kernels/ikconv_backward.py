@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 
 from .ikconv_forward import pad_image
-from .ikconv_tiles import IDX, accumulate, tap_offsets, tile_pixels
+from .ikconv_tiles import IDX, accumulate, slot_start, tap_offsets, tile_pixels
 from .launch import TAPS, dot_precision, kernel, launch, max_programs, pow2, tiled
 
 # The dx kernel is not autotuned: one tile everywhere, which also sizes its scratch.
@@ -38,9 +38,9 @@ def _ikconv_backward_kernel(
     KK = K * K
     GCM = G * C * M
     if not ATOMIC:  # this program's slot of the partial sums
-        p_atoms += pid * (G * M * KK)
-        p_weight += pid * (O * GCM)
-        p_bias += pid * O
+        p_atoms += slot_start(pid, G * M * KK)
+        p_weight += slot_start(pid, O * GCM)
+        p_bias += slot_start(pid, O)
     HW = H * W
     m = tl.arange(0, M_P).to(IDX)
     o = tl.arange(0, O_P).to(IDX)

@@ -56,3 +56,10 @@ def accumulate(ptrs, val, mask, ATOMIC: tl.constexpr):
         tl.atomic_add(ptrs, val, mask=mask, sem="relaxed")
     else:
         tl.store(ptrs, tl.load(ptrs, mask=mask, other=0.0) + val, mask=mask)
+
+
+@triton.jit
+def slot_start(pid, size):
+    """Where program pid's slot of `size` elements starts, in int64: the programs' slots together
+    can pass 2^31 elements (2 x SMs programs x O*G*C*M weights) even when one slot does not."""
+    return pid.to(tl.int64) * size
