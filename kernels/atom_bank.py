@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
-from .launch import INTERPRET, dot_precision, kernel, launch, pow2
+from .launch import GPU_SETTINGS, INTERPRET, dot_precision, kernel, launch, pow2
 
 POINTS = 32  # grid points per program (the whole bank under the interpreter: fewer, larger steps)
 HIDDEN_CHUNK = 32  # second-layer units per step, so that no [Hd, Hd] block sits in registers
@@ -132,10 +132,10 @@ def _sizes(coords: torch.Tensor, w1: torch.Tensor) -> dict:
     M, Hd = w1.shape[0], w1.shape[1]
     npt = G * K * K
     hp = pow2(Hd)
-    if INTERPRET:
-        points, chunk = pow2(npt), hp
-    else:
+    if GPU_SETTINGS:
         points, chunk = POINTS, min(hp, HIDDEN_CHUNK)
+    else:
+        points, chunk = pow2(npt), hp
     return dict(G=G, K=K, D=D, M=M, Hd=Hd, NPT=npt, BP=points, HP=hp, HC=chunk, PREC=dot_precision(w1.dtype))
 
 

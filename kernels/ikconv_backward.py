@@ -181,7 +181,7 @@ def ikconv_backward(grad_y, x, atoms, scale, basis, weight, residual, need_x_gra
     launch(
         _ikconv_backward_kernel, grid, grad_y, xp, atoms, scale, basis, weight,
         d_scale, d_basis, p_atoms, p_weight, p_bias, B, H, W, Wp, plane, C, O, G, M,
-        ATOMIC=not deterministic, M_P=M_P, O_P=O_P, TC=TAPS, PREC=prec, tile=True,
+        ATOMIC=not deterministic, M_P=M_P, O_P=O_P, TC=TAPS, PREC=prec, tile=True, pinned=deterministic,
     )
     if need_x_grad:
         th, tw = DX_TILE["TH"], DX_TILE["TW"]

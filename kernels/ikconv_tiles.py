@@ -8,11 +8,11 @@ their extra rows are masked out at the stores (and carry zero gradient into the 
 import triton
 import triton.language as tl
 
-from .launch import INTERPRET
+from .launch import GPU_SETTINGS
 
 # Index vectors are int32 on a GPU. The interpreter checks every int32 operation for overflow,
 # which makes it three times dearer than an int64 one, so there they are int64.
-IDX = tl.constexpr(tl.int64 if INTERPRET else tl.int32)
+IDX = tl.constexpr(tl.int32 if GPU_SETTINGS else tl.int64)
 
 
 @triton.jit

@@ -37,6 +37,27 @@ TAPS = 128 if INTERPRET else 32
 PROGRAMS_PER_SM = 2
 INTERPRET_PROGRAMS = 4
 
+# ---------------------------------------------------------------------------------------------
+# Private switches for tests, read at import (the kernel modules read the settings above when
+# they are imported, so set these before the first import, e.g. in a subprocess):
+#   INIK_FAST_TRITON_TILE=TH,TW,WARPS  the only tile config: the GPU autotuner gets just this one
+#                                      (e.g. 16,16,8 forces 8 warps), the interpreter takes its tile
+#   INIK_FAST_INTERPRET_AS_GPU=1       the interpreter takes the GPU's settings: TAPS 32, int32
+#                                      indices, the atom bank in blocks of points and hidden units
+# ---------------------------------------------------------------------------------------------
+TILE_VAR, AS_GPU_VAR = "INIK_FAST_TRITON_TILE", "INIK_FAST_INTERPRET_AS_GPU"
+if os.environ.get(TILE_VAR):
+    try:
+        _th, _tw, _warps = (int(v) for v in os.environ[TILE_VAR].split(","))
+    except ValueError:
+        raise ValueError(f"{TILE_VAR}={os.environ[TILE_VAR]!r}: expected TH,TW,WARPS, e.g. 16,16,8") from None
+    GPU_TILES = [triton.Config({"TH": _th, "TW": _tw}, num_warps=_warps, num_stages=2)]
+    INTERPRET_TILE = {"TH": _th, "TW": _tw}
+# The GPU's block settings, on a GPU or when the interpreter is asked to take them.
+GPU_SETTINGS = not INTERPRET or os.environ.get(AS_GPU_VAR) == "1"
+if INTERPRET and GPU_SETTINGS:
+    TAPS = 32  # the GPU's chunk above
+
 
 def pow2(n: int, least: int = 16) -> int:
     """The block size holding n: the next power of two, at least `least` (tl.dot's minimum)."""
@@ -78,9 +99,12 @@ def tiled(reset_to_zero: tuple[str, ...] = ()):
     return wrap
 
 
-def launch(fn, grid, *args, tile: bool = False, **kwargs) -> None:
+def launch(fn, grid, *args, tile: bool = False, pinned: bool = False, **kwargs) -> None:
     """Run the kernel `fn` on `grid` (a tuple, or a function of the meta-parameters). `tile`: `fn`
     takes TH/TW, which the autotuner picks on a GPU and INTERPRET_TILE fixes under the interpreter.
+    `pinned`: on a GPU, run the autotuned `fn` with the first of GPU_TILES instead of the fastest
+    one. Timings differ between processes, so a timed choice can change how a reduction is split
+    across programs, and with it the rounding: pinned results are bitwise the same in every process.
 
     On a GPU the launch is guarded with the device of the first tensor argument (all are on one
     device): Triton launches on the current device's current stream, which need not be the
@@ -88,6 +112,10 @@ def launch(fn, grid, *args, tile: bool = False, **kwargs) -> None:
     if INTERPRET:
         fn[grid](*args, **(INTERPRET_TILE if tile else {}), **kwargs)
         return
+    if pinned:
+        config = GPU_TILES[0]
+        fn = fn.fn  # the Autotuner's JITFunction
+        kwargs = {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages, **kwargs}
     device = next(a.device for a in args if isinstance(a, torch.Tensor))
     with torch.cuda.device(device):
         torch.library.wrap_triton(fn)[grid](*args, **kwargs)

@@ -1,4 +1,5 @@
-"""The Triton launcher runs each kernel on its tensors' device and that device's current stream."""
+"""The Triton launcher: each kernel runs on its tensors' device and that device's current stream, and
+the deterministic backward with a pinned tile config."""
 import contextlib
 
 import pytest
@@ -90,3 +91,25 @@ def test_kernels_are_ordered_on_a_side_stream(launch):
         y, _ = ikconv_run(inputs, "triton")
         y_host = y.to("cpu", non_blocking=False)
     assert rel_err(y_host, y_ref) <= 1e-4
+
+
+def test_pinned_launch_takes_the_first_tile_config(launch, monkeypatch):
+    """The deterministic backward's launch on a GPU: the Autotuner's own kernel with GPU_TILES[0],
+    never the autotuner's timed choice (which can differ between processes)."""
+    calls = []
+
+    class Wrapped:
+        def __init__(self, fn):
+            self.fn = fn
+
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: calls.append((self.fn, kwargs))
+
+    monkeypatch.setattr(launch, "INTERPRET", False)
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    monkeypatch.setattr(torch.library, "wrap_triton", Wrapped)
+    tuner = type("Autotuner", (), {"fn": "the jitted kernel"})()
+    launch.launch(tuner, (1,), torch.zeros(1), tile=True, pinned=True, ATOMIC=False)
+    first = launch.GPU_TILES[0]
+    expected = {**first.kwargs, "num_warps": first.num_warps, "num_stages": first.num_stages, "ATOMIC": False}
+    assert calls == [("the jitted kernel", expected)]
