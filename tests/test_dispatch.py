@@ -142,7 +142,8 @@ def test_compiled_arch_token_is_parsed():
 )
 def test_cuda_availability_follows_the_compiled_archs(monkeypatch, compiled, capability, runs):
     """The "cuda" backend with the compiled arch list and the device's capability patched (no GPU
-    needed): unsupported archs give a reason, and "auto" then takes triton."""
+    needed): unsupported archs give a reason, and "auto" then takes triton, or the reference on
+    GPUs older than Triton's kernels support."""
     from inik_fast import _extension
 
     monkeypatch.delenv(backends.ENV_VAR, raising=False)
@@ -161,5 +162,8 @@ def test_cuda_availability_follows_the_compiled_archs(monkeypatch, compiled, cap
             f"inik_fast._C has no code for compute capability {major}.{minor} (compiled for {compiled}); "
             f"rebuild with TORCH_CUDA_ARCH_LIST={major}.{minor}"
         ]
-        expected = "triton" if not backends.not_supported_reasons("triton", "cuda:0", torch.float32) else "reference"
-        assert backends.resolve("auto", "cuda:0", torch.float32) == expected
+        triton_runs = capability >= (8, 0) and importlib.util.find_spec("triton") is not None
+        assert backends.resolve("auto", "cuda:0", torch.float32) == ("triton" if triton_runs else "reference")
+        if capability < (8, 0):
+            assert "triton: needs compute capability 8.0 or newer (3xTF32 dots), got 7.5" in str(
+                pytest.raises(RuntimeError, backends.resolve, "triton", "cuda:0", torch.float32).value)
