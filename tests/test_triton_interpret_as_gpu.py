@@ -38,6 +38,7 @@ print("ok", launch.INTERPRET_TILE)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter's settings, on a CPU-only machine")
 @pytest.mark.parametrize("tile", ["8,16,4", "16,16,8"])
 def test_interpreter_runs_the_gpu_settings(tile):
