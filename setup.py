@@ -4,7 +4,7 @@ CUDA toolkit and a CUDA build of torch are present.
 Environment:
   INIK_FAST_CUDA=0|1     skip the CUDA kernels / require them (default: build them if possible)
   INIK_FAST_CPU_ARCH     -march for the CPU kernels (default: native)
-  TORCH_CUDA_ARCH_LIST   CUDA archs (default without a visible GPU: 8.0;9.0)
+  TORCH_CUDA_ARCH_LIST   CUDA archs (default without a visible GPU: 8.0;9.0+PTX)
   CUDA_HOME              CUDA toolkit (default: found from `nvcc` on PATH)
   MAX_JOBS               parallel compile jobs (default: from cores and free memory)
   INIK_FAST_SKIP_EXT=1   install the Python package without building the extension
@@ -109,7 +109,7 @@ ext_kwargs = dict(extra_link_args=["-fopenmp"])
 
 if build_cuda:
     if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
-        os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
+        os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0+PTX"  # PTX: GPUs newer than sm_90 JIT it
     archs = os.environ.get("TORCH_CUDA_ARCH_LIST") or "%d.%d" % torch.cuda.get_device_capability()
     cxx_flags.append(f"-DINIK_FAST_CUDA_ARCHS={arch_macro(archs)}")
     includes = wheel_cuda_includes()

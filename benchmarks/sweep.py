@@ -54,6 +54,8 @@ VARIANTS = [
     Variant("triton", "taps 32 (first version)", {"INIK_FAST_TRITON_TAPS": "32"}, ALL),
     Variant("triton", "taps 16", {"INIK_FAST_TRITON_TAPS": "16"}, ALL),
     Variant("triton", "slab forward", {"INIK_FAST_TRITON_FORWARD": "slab"}, frozenset({"fwd"})),
+    Variant("triton", "backward tile 16x16, 4 warps", {"INIK_FAST_TRITON_PINNED_TILE": "16,16,4"}, frozenset({"bwd"})),
+    Variant("triton", "backward tile 16x16, 8 warps", {"INIK_FAST_TRITON_PINNED_TILE": "16,16,8"}, frozenset({"bwd"})),
     Variant("triton", "half dots off", {"INIK_FAST_TRITON_HALF_DOTS": "0"}, frozenset({"fwd", "bwd"}), half=True),
 ]
 

@@ -5,6 +5,9 @@ recorded here, and the "cpu" and "cuda" backends report it as their reason for b
 """
 from __future__ import annotations
 
+import functools
+import re
+
 import torch
 
 _HOW_TO_BUILD = "build it with `make install` (or `pip install -e . --no-build-isolation`)"
@@ -27,4 +30,34 @@ def build_info() -> dict:
     """What the extension was built with: {"built": bool, "cuda_archs": str, "error": str|None}."""
     if _C is None:
         return {"built": False, "cuda_archs": "", "error": LOAD_ERROR}
-    return {"built": True, "cuda_archs": torch.ops.inik_fast.cuda_archs(), "error": None}
+    return {"built": True, "cuda_archs": cuda_archs(), "error": None}
+
+
+def parse_cuda_archs(text: str) -> list[tuple[int, int, str, bool]]:
+    """setup.py's arch token ("sm_80.sm_90+PTX", "sm_90a", "sm_120") as (major, minor, suffix,
+    has PTX) per arch. Tokens it cannot read (torch's arch names such as "Ampere") are left out."""
+    archs = []
+    for token in text.split("."):
+        m = re.fullmatch(r"sm_(\d+)(\d)([af]?)(\+PTX)?", token)
+        if m:
+            archs.append((int(m.group(1)), int(m.group(2)), m.group(3), m.group(4) is not None))
+    return archs
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_archs() -> str:
+    """The CUDA archs the extension was compiled for, as setup.py's token; "" without CUDA kernels."""
+    return torch.ops.inik_fast.cuda_archs() if _C is not None else ""
+
+
+def runs_on(compiled: str, capability: tuple[int, int]) -> bool:
+    """Whether code compiled for the archs `compiled` (cuda_archs()) runs on a GPU of compute
+    `capability`: sm_XY code runs on X.y for y >= Y (sm_XYa on X.Y only), and PTX of X.Y is
+    JIT-compiled on any capability >= X.Y."""
+    for major, minor, suffix, ptx in parse_cuda_archs(compiled):
+        if ptx and capability >= (major, minor):
+            return True
+        newer_minor = suffix != "a" and capability[0] == major and capability[1] >= minor
+        if capability == (major, minor) or newer_minor:
+            return True
+    return False

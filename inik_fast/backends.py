@@ -18,6 +18,8 @@ _AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "referenc
 # The x dtypes of the ops' contract (`shared/design/OPS.md`).
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _DTYPES = {"reference": FLOAT_DTYPES, "cpu": (torch.float32, torch.float64), "cuda": FLOAT_DTYPES}
+# The Triton kernels' float32 dots use TF32 tensor cores (Ampere on).
+_TRITON_MIN_CAPABILITY = (8, 0)
 
 
 def _dtype_reasons(supported, dtype: torch.dtype | None) -> list[str]:
@@ -36,6 +38,10 @@ def _triton_reasons(device: torch.device, dtype: torch.dtype | None) -> list[str
         reasons.append("runs on CPU tensors only under TRITON_INTERPRET=1")
     elif device.type not in ("cpu", "cuda"):
         reasons.append(f"needs a CUDA device, got {device.type}")
+    elif device.type == "cuda" and torch.cuda.is_available():
+        capability = torch.cuda.get_device_capability(device)
+        if capability < _TRITON_MIN_CAPABILITY:
+            reasons.append("needs compute capability %d.%d or newer (3xTF32 dots), got %d.%d" % (*_TRITON_MIN_CAPABILITY, *capability))
     return reasons + _dtype_reasons(kernels.DTYPES, dtype)
 
 
@@ -48,7 +54,23 @@ def _compiled_reasons(backend: str, device: torch.device, dtype: torch.dtype | N
         reasons.append(f"inik_fast._C was built without {key} kernels")
     if device.type != backend:
         reasons.append(f"needs {backend} tensors, got {device.type}")
+    elif backend == "cuda" and not reasons:
+        reasons += _arch_reasons(device)
     return reasons + _dtype_reasons(_DTYPES[backend], dtype)
+
+
+def _arch_reasons(device: torch.device) -> list[str]:
+    """Whether the extension holds code for the device's compute capability (else the first
+    launch fails with "no kernel image is available")."""
+    if not torch.cuda.is_available():
+        return ["no CUDA device is available"]
+    capability = torch.cuda.get_device_capability(device)
+    compiled = _extension.cuda_archs()
+    if _extension.runs_on(compiled, capability):
+        return []
+    cc = "%d.%d" % capability
+    return [f"inik_fast._C has no code for compute capability {cc} (compiled for {compiled or 'none'}); "
+            f"rebuild with TORCH_CUDA_ARCH_LIST={cc}"]
 
 
 def not_supported_reasons(backend: str, device, dtype: torch.dtype | None = None) -> list[str]:

@@ -192,8 +192,7 @@ def _shape(t: Tensor) -> str:
     return "[" + ", ".join(map(str, t.shape)) + "]"
 
 
-def _check_atom_bank(coords, mask, w1, b1, w2, b2, w3, omega) -> None:
-    op = "atom_bank"
+def _check_atom_bank(coords, mask, w1, b1, w2, b2, w3, omega, op: str = "atom_bank") -> None:
     named = dict(coords=coords, mask=mask, w1=w1, b1=b1, w2=w2, b2=b2, w3=w3, omega=omega)
     _check_tensors(op, named)
     _need(coords.dim() == 4, op, f"coords must be [G, K, K, D], got {_shape(coords)}")
@@ -212,8 +211,7 @@ def _check_atom_bank(coords, mask, w1, b1, w2, b2, w3, omega) -> None:
         _need(t.dtype == w1.dtype, op, f"{name} has dtype {t.dtype}; expected w1's {w1.dtype}")
 
 
-def _check_ikconv(x, atoms, scale, basis, weight, bias, residual) -> None:
-    op = "inverse_kernel_conv"
+def _check_ikconv(x, atoms, scale, basis, weight, bias, residual, op: str = "inverse_kernel_conv") -> None:
     named = dict(x=x, atoms=atoms, scale=scale, basis=basis, weight=weight)
     if bias is not None:
         named["bias"] = bias
@@ -239,6 +237,14 @@ def _check_ikconv(x, atoms, scale, basis, weight, bias, residual) -> None:
     for name in ("atoms", "weight", "bias"):
         if name in named:
             _need(named[name].dtype in allowed, op, f"{name} has dtype {named[name].dtype}; expected one of {sorted(map(str, allowed))}")
+
+
+def _ikconv_operands(x, atoms, scale, basis, weight, bias) -> tuple:
+    """The checked inputs as the kernels take them: contiguous, with atoms, weight and bias in the
+    accumulation dtype of x."""
+    acc = reference.acc_dtype(x.dtype)
+    bias = None if bias is None else bias.to(acc).contiguous()
+    return x.contiguous(), atoms.to(acc).contiguous(), scale.contiguous(), basis.contiguous(), weight.to(acc).contiguous(), bias
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,7 +276,4 @@ def inverse_kernel_conv(
     """
     _check_ikconv(x, atoms, scale, basis, weight, bias, residual)
     name = backends.resolve(backend, x.device, x.dtype)
-    acc = reference.acc_dtype(x.dtype)
-    atoms, weight = atoms.to(acc).contiguous(), weight.to(acc).contiguous()
-    bias = None if bias is None else bias.to(acc).contiguous()
-    return _op("ikconv", name)(x.contiguous(), atoms, scale.contiguous(), basis.contiguous(), weight, bias, bool(residual))
+    return _op("ikconv", name)(*_ikconv_operands(x, atoms, scale, basis, weight, bias), bool(residual))

@@ -11,10 +11,12 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
-from .launch import INTERPRET, dot_precision, kernel, launch, pow2
+from .launch import GPU_SETTINGS, INTERPRET, dot_precision, kernel, launch, pow2
 
 POINTS = 32  # grid points per program (the whole bank under the interpreter: fewer, larger steps)
 HIDDEN_CHUNK = 32  # second-layer units per step, so that no [Hd, Hd] block sits in registers
+# Columns of a block of coordinates: the first layer is a dot over them, so it holds D <= 16 dims.
+COORD_BLOCK = tl.constexpr(16)
 # tl.sin/tl.cos are sin.approx/cos.approx on NVIDIA, too coarse for omega * z up to ~50; the
 # interpreter has no libdevice, but its tl.sin is numpy's.
 _LIBDEVICE = tl.constexpr(not INTERPRET)
@@ -34,7 +36,7 @@ def _first_layer(coords, w1, b1, om, m, q, qm, Hd, D, HP: tl.constexpr, PREC: tl
     that the layer is a dot), z1 = w1[m] p + b1[m], sin(omega z1) and cos(omega z1), [BP, HP]."""
     k = tl.arange(0, HP)
     km = k < Hd
-    d = tl.arange(0, 16)
+    d = tl.arange(0, COORD_BLOCK)
     dm = d < D
     p = tl.load(coords + q[:, None] * D + d[None, :], mask=qm[:, None] & dm[None, :], other=0.0)
     w1t = tl.load(w1 + (m * Hd + k[None, :]) * D + d[:, None], mask=dm[:, None] & km[None, :], other=0.0)
@@ -86,11 +88,11 @@ def _atom_bank_backward_kernel(
     m = tl.program_id(0)
     k = tl.arange(0, HP)
     km = k < Hd
-    d = tl.arange(0, 16)
+    d = tl.arange(0, COORD_BLOCK)
     om = tl.load(omega + m)
     acc_t = w1.dtype.element_ty
     g_b1 = tl.zeros([HP], dtype=acc_t)
-    g_w1 = tl.zeros([HP, 16], dtype=acc_t)
+    g_w1 = tl.zeros([HP, COORD_BLOCK], dtype=acc_t)
     g_om = tl.zeros([BP], dtype=acc_t)
     for q0 in range(0, NPT, BP):
         q = q0 + tl.arange(0, BP)
@@ -130,10 +132,10 @@ def _sizes(coords: torch.Tensor, w1: torch.Tensor) -> dict:
     M, Hd = w1.shape[0], w1.shape[1]
     npt = G * K * K
     hp = pow2(Hd)
-    if INTERPRET:
-        points, chunk = pow2(npt), hp
-    else:
+    if GPU_SETTINGS:
         points, chunk = POINTS, min(hp, HIDDEN_CHUNK)
+    else:
+        points, chunk = pow2(npt), hp
     return dict(G=G, K=K, D=D, M=M, Hd=Hd, NPT=npt, BP=points, HP=hp, HC=chunk, PREC=dot_precision(w1.dtype))
 
 

@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 
 from .ikconv_forward import pad_image
-from .ikconv_tiles import IDX, accumulate, tap_offsets, tile_pixels, window_dot
+from .ikconv_tiles import IDX, accumulate, slot_start, tap_offsets, tile_pixels, window_dot
 from .launch import dot_precision, half_dots, kernel, launch, max_programs, pow2, taps, tiled
 
 # The dx kernel is not autotuned: one tile everywhere, which also sizes its scratch.
@@ -38,9 +38,9 @@ def _ikconv_backward_kernel(
     KK = K * K
     GCM = G * C * M
     if not ATOMIC:  # this program's slot of the partial sums
-        p_atoms += pid * (G * M * KK)
-        p_weight += pid * (O * GCM)
-        p_bias += pid * O
+        p_atoms += slot_start(pid, G * M * KK)
+        p_weight += slot_start(pid, O * GCM)
+        p_bias += slot_start(pid, O)
     HW = H * W
     m = tl.arange(0, M_P).to(IDX)
     o = tl.arange(0, O_P).to(IDX)
@@ -182,6 +182,7 @@ def ikconv_backward(grad_y, x, atoms, scale, basis, weight, residual, need_x_gra
         _ikconv_backward_kernel, grid, grad_y, xp, atoms, scale, basis, weight,
         d_scale, d_basis, p_atoms, p_weight, p_bias, B, H, W, Wp, plane, C, O, G, M,
         ATOMIC=not deterministic, M_P=M_P, O_P=O_P, TC=tc, PREC=prec, HALF_DOTS=half_dots(x), tile=True,
+        pinned=deterministic,
     )
     if need_x_grad:
         th, tw = DX_TILE["TH"], DX_TILE["TW"]

@@ -8,11 +8,11 @@ their extra rows are masked out at the stores (and carry zero gradient into the 
 import triton
 import triton.language as tl
 
-from .launch import INTERPRET
+from .launch import GPU_SETTINGS
 
 # Index vectors are int32 on a GPU. The interpreter checks every int32 operation for overflow,
 # which makes it three times dearer than an int64 one, so there they are int64.
-IDX = tl.constexpr(tl.int64 if INTERPRET else tl.int32)
+IDX = tl.constexpr(tl.int32 if GPU_SETTINGS else tl.int64)
 
 
 @triton.jit
@@ -65,3 +65,10 @@ def window_dot(x_cols, a, d, PREC: tl.constexpr, HALF_DOTS: tl.constexpr):
     if HALF_DOTS:
         return tl.dot(x_cols, a.to(x_cols.dtype), acc=d, out_dtype=d.dtype)
     return tl.dot(x_cols.to(a.dtype), a, acc=d, input_precision=PREC, out_dtype=d.dtype)
+
+
+@triton.jit
+def slot_start(pid, size):
+    """Where program pid's slot of `size` elements starts, in int64: the programs' slots together
+    can pass 2^31 elements (2 x SMs programs x O*G*C*M weights) even when one slot does not."""
+    return pid.to(tl.int64) * size

@@ -35,11 +35,48 @@ INTERPRET_TILE = {"TH": 16, "TW": 16}
 # The interpreter takes larger chunks, since it pays per operation.
 TAPS = {"forward": 16, "backward": 32, "dx": 16}
 INTERPRET_TAPS = 128
+# Persistent backward programs per multiprocessor: bounds the per-program partial sums.
+PROGRAMS_PER_SM = 2
+INTERPRET_PROGRAMS = 4
+
+# ---------------------------------------------------------------------------------------------
+# Private switches for tests, read at import (the kernel modules read the settings above when
+# they are imported, so set these before the first import, e.g. in a subprocess):
+#   INIK_FAST_TRITON_TILE=TH,TW,WARPS  the only tile config: the GPU autotuner gets just this one
+#                                      (e.g. 16,16,8 forces 8 warps), the interpreter takes its tile
+#   INIK_FAST_INTERPRET_AS_GPU=1       the interpreter takes the GPU's settings: the GPU's TAPS,
+#                                      int32 indices, the atom bank in blocks of points and hidden units
+# ---------------------------------------------------------------------------------------------
+TILE_VAR, AS_GPU_VAR = "INIK_FAST_TRITON_TILE", "INIK_FAST_INTERPRET_AS_GPU"
+GPU_SETTINGS = not INTERPRET or os.environ.get(AS_GPU_VAR) == "1"
+
+# ---------------------------------------------------------------------------------------------
 # Kernel variant knobs, read at every call so that benchmarks/sweep.py can time the variants side
 # by side in one process; unset means the default.
+# ---------------------------------------------------------------------------------------------
 TAPS_VAR = "INIK_FAST_TRITON_TAPS"  # taps per chunk of every kernel: 16, 32, 64 ...
 FORWARD_VAR = "INIK_FAST_TRITON_FORWARD"  # forward kernel: "im2col" (default) or "slab"
 HALF_DOTS_VAR = "INIK_FAST_TRITON_HALF_DOTS"  # 0: fp16/bf16 window sums as fp32 dots too
+PINNED_TILE_VAR = "INIK_FAST_TRITON_PINNED_TILE"  # TH,TW,WARPS of a pinned launch (default GPU_TILES[0])
+
+
+def _tile_config(value: str, var: str) -> triton.Config:
+    try:
+        th, tw, warps = (int(v) for v in value.split(","))
+    except ValueError:
+        raise ValueError(f"{var}={value!r}: expected TH,TW,WARPS, e.g. 16,16,8") from None
+    return triton.Config({"TH": th, "TW": tw}, num_warps=warps, num_stages=2)
+
+
+if os.environ.get(TILE_VAR):
+    GPU_TILES = [_tile_config(os.environ[TILE_VAR], TILE_VAR)]
+    INTERPRET_TILE = dict(GPU_TILES[0].kwargs)
+
+
+def pinned_tile() -> triton.Config:
+    """The tile config of a pinned launch (see `launch`)."""
+    value = os.environ.get(PINNED_TILE_VAR)
+    return _tile_config(value, PINNED_TILE_VAR) if value else GPU_TILES[0]
 
 
 def half_dots(x: torch.Tensor) -> bool:
@@ -49,11 +86,11 @@ def half_dots(x: torch.Tensor) -> bool:
 
 
 def taps(kernel: str) -> int:
-    """Taps per chunk for this call of `kernel` ("forward", "backward" or "dx"): TAPS, or the power
-    of two >= 16 in INIK_FAST_TRITON_TAPS."""
+    """Taps per chunk for this call of `kernel` ("forward", "backward" or "dx"): TAPS (on a GPU or
+    with the GPU's settings; else INTERPRET_TAPS), or the power of two >= 16 in INIK_FAST_TRITON_TAPS."""
     value = os.environ.get(TAPS_VAR)
     if not value:
-        return INTERPRET_TAPS if INTERPRET else TAPS[kernel]
+        return TAPS[kernel] if GPU_SETTINGS else INTERPRET_TAPS
     n = int(value)
     if n < 16 or n & (n - 1):
         raise ValueError(f"{TAPS_VAR}={value!r}: expected a power of two >= 16")
@@ -65,9 +102,6 @@ def forward_variant() -> str:
     if value not in ("im2col", "slab"):
         raise ValueError(f"{FORWARD_VAR}={value!r}: expected 'im2col' or 'slab'")
     return value
-# Persistent backward programs per multiprocessor: bounds the per-program partial sums.
-PROGRAMS_PER_SM = 2
-INTERPRET_PROGRAMS = 4
 
 
 def pow2(n: int, least: int = 16) -> int:
@@ -110,10 +144,22 @@ def tiled(reset_to_zero: tuple[str, ...] = ()):
     return wrap
 
 
-def launch(fn, grid, *args, tile: bool = False, **kwargs) -> None:
+def launch(fn, grid, *args, tile: bool = False, pinned: bool = False, **kwargs) -> None:
     """Run the kernel `fn` on `grid` (a tuple, or a function of the meta-parameters). `tile`: `fn`
-    takes TH/TW, which the autotuner picks on a GPU and INTERPRET_TILE fixes under the interpreter."""
+    takes TH/TW, which the autotuner picks on a GPU and INTERPRET_TILE fixes under the interpreter.
+    `pinned`: on a GPU, run the autotuned `fn` with `pinned_tile()` instead of the fastest one. Timings differ between processes, so a timed choice can change how a reduction is split
+    across programs, and with it the rounding: pinned results are bitwise the same in every process.
+
+    On a GPU the launch is guarded with the device of the first tensor argument (all are on one
+    device): Triton launches on the current device's current stream, which need not be the
+    tensors' device (e.g. tensors on cuda:1 while cuda:0 is current)."""
     if INTERPRET:
         fn[grid](*args, **(INTERPRET_TILE if tile else {}), **kwargs)
-    else:
+        return
+    if pinned:
+        config = pinned_tile()
+        fn = fn.fn  # the Autotuner's JITFunction
+        kwargs = {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages, **kwargs}
+    device = next(a.device for a in args if isinstance(a, torch.Tensor))
+    with torch.cuda.device(device):
         torch.library.wrap_triton(fn)[grid](*args, **kwargs)

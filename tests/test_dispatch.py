@@ -117,3 +117,53 @@ def test_missing_extension_is_reported_not_raised(monkeypatch):
     reasons = backends.not_supported_reasons("cpu", "cpu", torch.float32)
     assert reasons == ["the C++ extension inik_fast._C did not load (test); build it"]
     assert "cpu" not in inik_fast.available_backends("cpu")
+
+
+def test_compiled_arch_token_is_parsed():
+    from inik_fast import _extension
+
+    assert _extension.parse_cuda_archs("sm_80.sm_90+PTX") == [(8, 0, "", False), (9, 0, "", True)]
+    assert _extension.parse_cuda_archs("sm_90a.sm_120.Ampere") == [(9, 0, "a", False), (12, 0, "", False)]
+    assert _extension.parse_cuda_archs("") == []
+
+
+@pytest.mark.parametrize(
+    "compiled,capability,runs",
+    [
+        ("sm_80.sm_90", (8, 0), True),
+        ("sm_80.sm_90", (8, 6), True),  # sm_80 code runs on 8.x
+        ("sm_80.sm_90", (7, 5), False),  # T4: no code
+        ("sm_80.sm_90", (10, 0), False),  # Blackwell without PTX
+        ("sm_80.sm_90+PTX", (12, 0), True),  # PTX is JIT-compiled on newer GPUs
+        ("sm_80.sm_90+PTX", (7, 5), False),  # but not on older ones
+        ("sm_90a", (9, 0), True),
+        ("sm_90a", (9, 1), False),  # arch-specific code runs on that arch only
+    ],
+)
+def test_cuda_availability_follows_the_compiled_archs(monkeypatch, compiled, capability, runs):
+    """The "cuda" backend with the compiled arch list and the device's capability patched (no GPU
+    needed): unsupported archs give a reason, and "auto" then takes triton, or the reference on
+    GPUs older than Triton's kernels support."""
+    from inik_fast import _extension
+
+    monkeypatch.delenv(backends.ENV_VAR, raising=False)
+    monkeypatch.setattr(_extension, "LOAD_ERROR", None)
+    monkeypatch.setattr(_extension, "has_kernel", lambda op, key: True)
+    monkeypatch.setattr(_extension, "cuda_archs", lambda: compiled)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    reasons = backends.not_supported_reasons("cuda", "cuda:0", torch.float32)
+    if runs:
+        assert reasons == []
+        assert backends.resolve("auto", "cuda:0", torch.float32) == "cuda"
+    else:
+        major, minor = capability
+        assert reasons == [
+            f"inik_fast._C has no code for compute capability {major}.{minor} (compiled for {compiled}); "
+            f"rebuild with TORCH_CUDA_ARCH_LIST={major}.{minor}"
+        ]
+        triton_runs = capability >= (8, 0) and importlib.util.find_spec("triton") is not None
+        assert backends.resolve("auto", "cuda:0", torch.float32) == ("triton" if triton_runs else "reference")
+        if capability < (8, 0):
+            assert "triton: needs compute capability 8.0 or newer (3xTF32 dots), got 7.5" in str(
+                pytest.raises(RuntimeError, backends.resolve, "triton", "cuda:0", torch.float32).value)
