@@ -46,6 +46,7 @@ ALL = frozenset({"fwd", "bwd", "dx"})
 VARIANTS = [
     Variant("cuda", "default", {}, ALL),
     Variant("cuda", "first version (block per tile)", OLD_CUDA, frozenset({"bwd", "dx"})),
+    Variant("cuda", "forward: chunks of 4 atoms", {"INIK_FAST_CUDA_FWD_MC": "4"}, frozenset({"fwd"})),
     Variant("cuda", "dx: all channels per block", {"INIK_FAST_CUDA_DX_CHANNELS": "1024"}, frozenset({"dx"})),
     Variant("cuda", "dx: 8 blocks/SM (128 registers)", {"INIK_FAST_CUDA_DX_MINBLOCKS": "8"}, frozenset({"dx"})),
     Variant("cuda", "atoms: no (chunk, group) split", {"INIK_FAST_CUDA_ATOMS_SPLIT": "0"}, frozenset({"bwd"})),

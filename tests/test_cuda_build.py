@@ -133,6 +133,7 @@ VARIANTS = {
     "first-version": {"INIK_FAST_CUDA_DX_CHANNELS": "1024", "INIK_FAST_CUDA_ATOMS_SPLIT": "0"},
     "dx-2-channels": {"INIK_FAST_CUDA_DX_CHANNELS": "2"},
     "capped-registers": {"INIK_FAST_CUDA_ATOMS_MINBLOCKS": "4", "INIK_FAST_CUDA_DX_MINBLOCKS": "8"},
+    "forward-chunks-of-4": {"INIK_FAST_CUDA_FWD_MC": "4"},
 }
 
 
