@@ -116,7 +116,7 @@ grep -E '^ +(cpu|cuda|triton)' "$LOG" | tail -n 8
 # 2. tests
 # in parallel where pytest-xdist is there: compiling the Triton kernels for each tested shape is
 # CPU work, and one process took more than 87 s for the first 5 tests (2026-12-04)
-XDIST=() && "$PY" -c "import xdist" 2>/dev/null && [ $DRY = 0 ] && XDIST=(-n 8)
+XDIST=() && "$PY" -c "import xdist" 2>/dev/null && [ $DRY = 0 ] && XDIST=(-n 12)
 stage tests-gpu 150 240 "$LOG" "$PY" -m pytest tests -m gpu -q -p no:cacheprovider --durations=15 "${XDIST[@]}"
 if [ -n "${INIK_FAST_FIXTURE:-}" ]; then
   stage tests-fixture 60 200 "$LOG" env PYTHONPATH="benchmarks${PYTHONPATH:+:$PYTHONPATH}" \

@@ -120,6 +120,23 @@ def test_readme_block_from_the_dry_run(dry_run, tmp_path):
     assert proc.returncode != 0 and "no <!-- cpu-results:begin --> ... <!-- cpu-results:end --> block" in proc.stderr
 
 
+def test_readme_gpu_block_is_generated_from_the_committed_results():
+    """The README's GPU table is report.py's summary of the newest committed GPU results file (and
+    the sweep of the same run), so no number there lacks a recorded run."""
+    report = _bench_module("report")
+    block = (ROOT / "README.md").read_text().split("<!-- gpu-results:begin -->\n", 1)[1].split("<!-- gpu-results:end -->", 1)[0]
+    runs = [report.load([p]) for p in sorted((BENCH / "results").glob("*.json")) if not p.name.startswith("sweep-")]
+    gpu = [data for run in runs for data in run.values() if data["machine_info"]["inik_fast"]["device"] == "cuda"]
+    if not gpu:
+        assert block == ""
+        return
+    data = max(gpu, key=lambda d: d["machine_info"]["inik_fast"]["date"])
+    info = data["machine_info"]["inik_fast"]
+    sweep_path = BENCH / "results" / f"sweep-{report.slug(info['device_name'])}-{info['date']}.json"
+    sweep = json.loads(sweep_path.read_text()) if sweep_path.exists() else None
+    assert block == report.summary(data, sweep)
+
+
 def test_report_refuses_json_of_other_suites(tmp_path):
     path = tmp_path / "other.json"
     path.write_text(json.dumps({"machine_info": {}, "benchmarks": []}))
