@@ -18,7 +18,7 @@ import triton.language as tl
 
 from .ikconv_forward import pad_image
 from .ikconv_tiles import IDX, accumulate, slot_start, tap_offsets, tile_pixels, window_dot
-from .launch import dot_precision, half_dots, kernel, launch, max_programs, pow2, taps, tiled
+from .launch import dot_precision, dx_programs_per_sm, half_dots, kernel, launch, max_programs, pow2, taps, tiled
 
 # The dx kernel is not autotuned: one tile everywhere, which also sizes its scratch.
 DX_TILE = {"TH": 16, "TW": 16}
@@ -186,7 +186,7 @@ def ikconv_backward(grad_y, x, atoms, scale, basis, weight, residual, need_x_gra
     )
     if need_x_grad:
         th, tw = DX_TILE["TH"], DX_TILE["TW"]
-        dx_programs = min(max_programs(x.device, per_sm=1), B * triton.cdiv(H, th) * triton.cdiv(W, tw))
+        dx_programs = min(max_programs(x.device, per_sm=dx_programs_per_sm()), B * triton.cdiv(H, th) * triton.cdiv(W, tw))
         halo_max = (th + 2 * R) * (tw + 2 * R)
         tc = taps("dx")
         scratch = atoms.new_empty(dx_programs * halo_max * (M_P + tc))

@@ -58,6 +58,7 @@ TAPS_VAR = "INIK_FAST_TRITON_TAPS"  # taps per chunk of every kernel: 16, 32, 64
 FORWARD_VAR = "INIK_FAST_TRITON_FORWARD"  # forward kernel: "im2col" (default) or "slab"
 HALF_DOTS_VAR = "INIK_FAST_TRITON_HALF_DOTS"  # 0: fp16/bf16 window sums as fp32 dots too
 PINNED_TILE_VAR = "INIK_FAST_TRITON_PINNED_TILE"  # TH,TW,WARPS of a pinned launch (default GPU_TILES[0])
+DX_PROGRAMS_VAR = "INIK_FAST_TRITON_DX_PROGRAMS"  # dx programs per SM (default 1; each has its scratch)
 
 
 def _tile_config(value: str, var: str) -> triton.Config:
@@ -95,6 +96,13 @@ def taps(kernel: str) -> int:
     if n < 16 or n & (n - 1):
         raise ValueError(f"{TAPS_VAR}={value!r}: expected a power of two >= 16")
     return n
+
+
+def dx_programs_per_sm() -> int:
+    value = os.environ.get(DX_PROGRAMS_VAR) or "1"
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{DX_PROGRAMS_VAR}={value!r}: expected a positive integer")
+    return int(value)
 
 
 def forward_variant() -> str:

@@ -96,6 +96,24 @@ def test_tap_chunks_of_the_gpu_sizes(kernels, taps, monkeypatch):
             assert rel_err(g[k], ref) <= 1e-10, k
 
 
+@gpu
+@pytest.mark.parametrize("env", [
+    {"INIK_FAST_TRITON_PINNED_TILE": "16,16,8", "INIK_FAST_TRITON_DX_PROGRAMS": "4"},
+    {"INIK_FAST_TRITON_TAPS": "32", "INIK_FAST_TRITON_FORWARD": "slab"},
+], ids=["tile-16x16x8-dx4", "taps32-slab"])
+def test_gpu_variants_match_reference(kernels, env, monkeypatch):
+    """The variants benchmarks/sweep.py times, on a GPU: many tiles with ragged edges."""
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    exact = ikconv_case(2, 3, 70, 45, 7, 10)
+    y_ref, g_ref = ikconv_run(exact, "reference")
+    y, g = ikconv_run(cast(exact, F32, "cuda"), "triton")
+    assert rel_err(y, y_ref) <= 1e-4
+    for k, ref in g_ref.items():
+        if ref is not None:
+            assert rel_err(g[k], ref) <= 1e-4, k
+
+
 def test_variant_knobs_refuse_bad_values(kernels, monkeypatch):
     from inik_fast.kernels import launch
 
@@ -105,6 +123,9 @@ def test_variant_knobs_refuse_bad_values(kernels, monkeypatch):
     monkeypatch.setenv("INIK_FAST_TRITON_FORWARD", "fft")
     with pytest.raises(ValueError, match="INIK_FAST_TRITON_FORWARD='fft'"):
         launch.forward_variant()
+    monkeypatch.setenv("INIK_FAST_TRITON_DX_PROGRAMS", "0")
+    with pytest.raises(ValueError, match="INIK_FAST_TRITON_DX_PROGRAMS='0': expected a positive integer"):
+        launch.dx_programs_per_sm()
 
 
 @pytest.mark.parametrize("hidden", [1, 5, 100, 128])
