@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The one script for a lent GPU machine (H100/H200, nothing but the repo and python3 with torch):
 #   1. build the package and the extension in place, print `python -m inik_fast info`
-#   2. run the GPU tests (pytest -m gpu), and the release-fixture tests when the fixture was carried
-#      into .carry/iniknet_official_float64.pt
+#   2. run the GPU tests (pytest -m gpu, in parallel with pytest-xdist where it is there); with the
+#      release's large fixture carried into .carry/iniknet_official_float64.pt, its GPU tests too
 #   3. sweep the kernel variants built side by side (benchmarks/sweep.py), each checked against the
 #      float64 reference and timed beside the release; 4. profile one call per backend, kernel by
 #      kernel (benchmarks/profile_gpu.py, then Nsight Compute when `ncu` is there)
-#   5. run the GPU benchmarks, 6. write benchmarks/results/<gpu>-<date>.{json,md} and
-#      sweep-<gpu>-<date>.{json,md}
+#   5. run the GPU benchmarks and write benchmarks/results/<gpu>-<date>.{json,md} and
+#      sweep-<gpu>-<date>.{json,md}; 6. the large-fixture tests, when carried (CPU-side)
 # Every stage has its own time limit, a failing stage does not stop the next, and everything lands
 # in DIR as it is produced (at most 8 files): summary.txt, run.log (every stage's output),
 # profile.txt, <gpu>-<date>.json/.md (the benchmarks) and sweep-<gpu>-<date>.json/.md.
@@ -107,26 +107,20 @@ bench() {
 if [ $DRY = 1 ]; then
   record build skipped 0 "dry run: uses the extension already built"
 else
-  stage install 120 330 "$LOG" env INIK_FAST_SKIP_EXT=1 "$PY" -m pip install -q --no-build-isolation --no-deps -e .
-  stage build-ext 200 300 "$LOG" env TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" "$PY" setup.py -q build_ext --inplace
+  stage install 120 400 "$LOG" env INIK_FAST_SKIP_EXT=1 "$PY" -m pip install -q --no-build-isolation --no-deps -e .
+  stage build-ext 200 360 "$LOG" env TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" "$PY" setup.py -q build_ext --inplace
 fi
-stage info 60 290 "$LOG" "$PY" -m inik_fast info
+stage info 60 350 "$LOG" "$PY" -m inik_fast info
 grep -E '^ +(cpu|cuda|triton)' "$LOG" | tail -n 8
 
 # 2. tests
 # in parallel where pytest-xdist is there: compiling the Triton kernels for each tested shape is
 # CPU work, and one process took more than 87 s for the first 5 tests (2026-12-04)
 XDIST=() && "$PY" -c "import xdist" 2>/dev/null && [ $DRY = 0 ] && XDIST=(-n 12)
-stage tests-gpu 150 240 "$LOG" "$PY" -m pytest tests -m gpu -q -p no:cacheprovider --durations=15 "${XDIST[@]}"
-if [ -n "${INIK_FAST_FIXTURE:-}" ]; then
-  stage tests-fixture 60 200 "$LOG" env PYTHONPATH="benchmarks${PYTHONPATH:+:$PYTHONPATH}" \
-    "$PY" -m pytest tests -p fixture_tests -q -p no:cacheprovider
-else
-  record tests-fixture skipped 0 "no .carry/iniknet_official_float64.pt"
-fi
+stage tests-gpu 180 200 "$LOG" "$PY" -m pytest tests -m gpu -q -p no:cacheprovider --durations=15 "${XDIST[@]}"
 
 # 3. the variant sweep (its budget ends it 20 s before the stage's limit, with its files written)
-stage sweep 110 170 "$LOG" bash -c 'exec "$0" benchmarks/sweep.py --out "$1" --budget $((STAGE_LIMIT - 20)) "${@:2}"' \
+stage sweep 110 130 "$LOG" bash -c 'exec "$0" benchmarks/sweep.py --out "$1" --budget $((STAGE_LIMIT - 20)) "${@:2}"' \
   "$PY" "$WORK/sweep" "${SWEEP_ARGS[@]}"
 cp "$WORK"/sweep/sweep-* "$OUT"/ 2>/dev/null
 
@@ -134,10 +128,10 @@ cp "$WORK"/sweep/sweep-* "$OUT"/ 2>/dev/null
 if [ $DRY = 1 ]; then
   record profile skipped 0 "dry run: needs a GPU"
 else
-  stage profile 40 140 "$OUT/profile.txt" "$PY" benchmarks/profile_gpu.py
+  stage profile 40 115 "$OUT/profile.txt" "$PY" benchmarks/profile_gpu.py
   NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -n 1)
   if [ -n "$NCU" ]; then
-    stage ncu 45 110 "$OUT/profile.txt" "$NCU" --clock-control none --kernel-name regex:ikconv --launch-count 5 \
+    stage ncu 45 90 "$OUT/profile.txt" "$NCU" --clock-control none --kernel-name regex:ikconv --launch-count 5 \
       --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats "$PY" benchmarks/profile_gpu.py --ncu-target cuda
   else
     record ncu skipped 0 "no ncu found"
@@ -145,11 +139,19 @@ else
 fi
 
 # 5. benchmarks
-bench bench-ops 120 80 bench_ops
-bench bench-model 110 0 bench_model
+bench bench-ops 120 60 bench_ops
+bench bench-model 110 20 bench_model
 [ $DRY = 1 ] || cp "$OUT"/*.md "$OUT"/*.json benchmarks/results/ 2>/dev/null
 
-# 6. report and summary
+# 6. the CPU-side tests of the release's large fixture, when it was carried (CI runs them too)
+if [ -n "${INIK_FAST_FIXTURE:-}" ]; then
+  stage tests-fixture 60 0 "$LOG" env PYTHONPATH="benchmarks${PYTHONPATH:+:$PYTHONPATH}" \
+    "$PY" -m pytest tests -p fixture_tests -q -p no:cacheprovider
+else
+  record tests-fixture skipped 0 "no .carry/iniknet_official_float64.pt"
+fi
+
+# 7. report and summary
 if [ -s "$REPORT_MD" ]; then
   echo; cat "$REPORT_MD"
 fi
