@@ -156,7 +156,6 @@ class INIKNet(nn.Module):
         self.basis_select = nn.Conv2d(b, M, 1)
         self.inr_conv = INRAtoms(cfg) if cfg.atoms == "inr" else FreeAtoms(cfg)
         self.sum = nn.Conv2d((G + 1) * C * M, C, 1)
-        self._atom_cache = None
 
     def ops_backend(self, device, dtype: torch.dtype = torch.float32) -> str:
         """The backend this model's forward runs on tensors of `device` and `dtype` ("release" as is)."""
@@ -164,20 +163,9 @@ class INIKNet(nn.Module):
 
     # -- atoms -------------------------------------------------------------------------------
     def atoms(self) -> torch.Tensor:
-        """The atom bank [G, M, K, K], computed once per forward. In eval mode without autograd it
-        is cached until a parameter of the atoms changes (in place or replaced)."""
-        backend = "auto" if self.backend == "release" else self.backend
-        if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
-            return self.inr_conv(backend)
-        params = list(self.inr_conv.parameters())
-        key = (backend, tuple((id(p), p.data_ptr(), p._version, p.dtype, p.device) for p in params))
-        if self._atom_cache is None or self._atom_cache[0] != key:
-            self._atom_cache = (key, self.inr_conv(backend))
-        return self._atom_cache[1]
-
-    def train(self, mode: bool = True):
-        self._atom_cache = None
-        return super().train(mode)
+        """The atom bank [G, M, K, K]. Evaluated once per forward and shared by the three scales;
+        never cached across calls (a few ms), so in-place weight updates are always seen."""
+        return self.inr_conv("auto" if self.backend == "release" else self.backend)
 
     # -- forward -----------------------------------------------------------------------------
     def forward(self, x):
