@@ -409,7 +409,13 @@ def _save(path, cfg, model, opt, sched, scaler, step, device):
 def _header(cfg, model, device, world, start, steps, resume_path) -> str:
     from . import __version__
 
-    backend = model.ops_backend(device)
+    # Under autocast the inverse-kernel conv sees the autocast dtype (which the cpu op does not
+    # take), while the atom bank stays in the parameters' dtype: name what each really runs on.
+    param_dtype = next(model.parameters()).dtype
+    conv_dtype = _AMP[cfg.amp] or param_dtype
+    backend, bank = model.ops_backend(device, conv_dtype), model.ops_backend(device, param_dtype)
+    if bank != backend:
+        backend += f" ({str(conv_dtype).replace('torch.', '')} inverse-kernel conv; atom bank {bank})"
     n_params = sum(p.numel() for p in model.parameters())
     lines = [
         f"# inik-fast {__version__} train, torch {torch.__version__}, {platform.machine()} {os.cpu_count()} CPUs, "

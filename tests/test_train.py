@@ -207,6 +207,22 @@ def test_amp_bf16_and_folder_dataset_with_epochs(tmp_path):
         run(tmp_path, steps=None, epochs=1)  # the synthetic stream has no epochs
 
 
+@pytest.mark.parametrize("amp", ["none", "bf16"])
+def test_log_header_names_the_backends_that_ran(tmp_path, monkeypatch, amp):
+    """The cpu op takes float32 and float64 only, so under CPU bf16 autocast "auto" runs the
+    reference inverse-kernel conv (the atom bank stays float32): the header said "backend cpu"."""
+    from inik_fast import ops
+
+    ran = {"ikconv": set(), "atom_bank": set()}
+    real = ops._op
+    monkeypatch.setattr(ops, "_op", lambda kind, backend: ran[kind].add(backend) or real(kind, backend))
+    run(tmp_path, steps=1, amp=amp, backend="auto", device="cpu")
+    header = (tmp_path / "run" / "train.log").read_text().splitlines()[0]
+    (conv,), (bank,) = ran["ikconv"], ran["atom_bank"]
+    assert re.search(r"backend (\w+)", header).group(1) == conv, header
+    assert (bank == conv) == ("atom bank" not in header) and (bank == conv or f"atom bank {bank}" in header), header
+
+
 def test_torchrun_two_cpu_processes_match_one(tmp_path):
     """DDP on 2 CPU processes (gloo), batch 1 each, equals one process with batch 2."""
     single = run(tmp_path, "single", steps=2, batch=2)
