@@ -79,7 +79,8 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", dest="progress", action="store_false", default=S, help="no progress bar")
 
 
-def train_config_from_args(args):
+def train_settings_from_args(args) -> dict:
+    """The training settings the user gave: --config's keys, overridden by the flags given."""
     from .config import INIKNetConfig
     from .train import TrainConfig
 
@@ -88,7 +89,13 @@ def train_config_from_args(args):
     settings.update(flags)
     if args.model_config:
         settings["model"] = INIKNetConfig.from_json(args.model_config).to_dict()
-    return TrainConfig.from_dict(settings)
+    return settings
+
+
+def train_config_from_args(args):
+    from .train import TrainConfig
+
+    return TrainConfig.from_dict(train_settings_from_args(args))
 
 
 def _read_json(path, what) -> dict:
@@ -105,9 +112,10 @@ def _read_json(path, what) -> dict:
 
 def cmd_train(args) -> int:
     """Train INIKNet (the release's recipe); torchrun for several processes."""
-    from .train import train
+    from .train import TrainConfig, train
 
-    result = train(train_config_from_args(args))
+    settings = train_settings_from_args(args)
+    result = train(TrainConfig.from_dict(settings), given=settings)
     if result["val"] is not None and int(os.environ.get("RANK", "0")) == 0:
         v = result["val"]
         print(f"final validation: psnr {v['psnr']:.2f} dB (input {v['input_psnr']:.2f}), ssim {v['ssim']:.4f}")

@@ -249,14 +249,20 @@ def _autocast(device, dtype):
     return torch.autocast(device.type, dtype=dtype)
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Run (or resume) training; returns {"step", "checkpoint", "val", "losses" (this run's, per step)}."""
+def train(cfg: TrainConfig, given=None) -> dict:
+    """Run (or resume) training; returns {"step", "checkpoint", "val", "losses" (this run's, per step)}.
+
+    `given`: the names of the settings the user chose (the CLI passes its flags and --config
+    keys; default: the fields of `cfg` that differ from TrainConfig's defaults). A resumed run
+    keeps its checkpoint's settings: a given one that differs is refused, except the settings of
+    this invocation (where and how it runs, bookkeeping) and steps / epochs, which set a new length.
+    """
     rank, world, local_rank = _distributed()
     out = Path(cfg.out)
     resume_path = _resume_path(cfg, out)
     state = ckpt.training_state(resume_path) if resume_path else None
     if state is not None:
-        cfg = _merge_resumed(cfg, state["train"])
+        cfg = _merge_resumed(cfg, state["train"], given, resume_path, announce=rank == 0)
     cfg.check()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -281,13 +287,31 @@ def _resume_path(cfg, out):
     return Path(cfg.resume)
 
 
-def _merge_resumed(cfg: TrainConfig, stored: dict) -> TrainConfig:
-    """The stored run's settings, except those that belong to this invocation."""
+# Settings of an invocation rather than of the run: a resumed run takes them from the new one.
+_INVOCATION = ("resume", "stop_after", "progress", "workers", "threads", "device", "backend", "log_every", "val_every", "ckpt_every", "out")
+_LENGTH = ("steps", "epochs")
+
+
+def _merge_resumed(cfg: TrainConfig, stored: dict, given, path, announce: bool) -> TrainConfig:
+    """The stored run's settings with this invocation's; refuses given settings that would change the run."""
     merged = TrainConfig.from_dict(stored)
-    for f in ("resume", "stop_after", "progress", "workers", "threads", "device", "log_every", "val_every", "ckpt_every", "out"):
+    if given is None:
+        defaults = TrainConfig()
+        given = [f for f in TrainConfig.fields() if getattr(cfg, f) != getattr(defaults, f)]
+    def value(c, f):  # a model config compares by its fields, partial dicts filled with defaults
+        return INIKNetConfig.from_dict(c.model or {}) if f == "model" else getattr(c, f)
+
+    changed = [f for f in sorted(set(given) - set(_INVOCATION) - set(_LENGTH)) if value(cfg, f) != value(merged, f)]
+    if changed:
+        asked = ", ".join(f"{f}={getattr(cfg, f)!r} (the run has {getattr(merged, f)!r})" for f in changed)
+        raise ValueError(f"resume {path}: {asked}: a resumed run keeps its settings; drop these, or start a new run in another --out")
+    for f in _INVOCATION:
         setattr(merged, f, getattr(cfg, f))
-    if cfg.steps is not None and cfg.steps != merged.steps:  # extending a run keeps its milestones
-        merged.steps = cfg.steps
+    if (cfg.steps, cfg.epochs) != (None, None) and (cfg.steps, cfg.epochs) != (merged.steps, merged.epochs):
+        if announce:  # a new length keeps the run's milestones
+            new = f"steps {cfg.steps}" if cfg.steps is not None else f"epochs {cfg.epochs}"
+            print(f"resume {path}: {new} (the run had {merged.steps})")
+        merged.steps, merged.epochs = cfg.steps, cfg.epochs
     return merged
 
 

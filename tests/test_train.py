@@ -168,6 +168,33 @@ def test_a_killed_process_resumes_from_its_last_checkpoint(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resume_refuses_flags_that_would_change_the_run(tmp_path, capsys):
+    """--crop was dropped silently on resume while --steps was honoured; an explicit flag that
+    equals the default (--batch 4) must count as given too."""
+    from inik_fast.cli import main
+
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY))
+    flags = {"--model-config": tmp_path / "tiny.json", "--steps": 2, "--crop": 32, "--batch": 2, "--backend": "reference",
+             "--out": tmp_path / "run", "--val-count": 1, "--val-crop": 32}  # fmt: skip
+
+    def train_cli(**changes):
+        args = {**flags, **{"--" + k.replace("_", "-"): v for k, v in changes.items()}}
+        return main(["train", "--no-progress", *[str(a) for kv in args.items() for a in kv]])
+
+    assert train_cli(stop_after=1) == 0
+    capsys.readouterr()
+    last = tmp_path / "run" / "last.pt"
+    for flag, value, stored in (("crop", 48, 32), ("batch", 4, 2)):
+        assert train_cli(resume="auto", **{flag: value}) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{flag}={value} (the run has {stored})" in err, err
+        assert load_file(last)["step"] == 1
+    # settings of this invocation change freely; a new length is applied, and said
+    assert train_cli(resume="auto", steps=3, log_every=2, backend="cpu" if "cpu" in backends.available_backends() else "reference") == 0
+    assert "steps 3 (the run had 2)" in capsys.readouterr().out
+    assert load_file(last)["step"] == 3 and load_file(last)["train"]["crop"] == 32
+
+
 def test_resume_refuses_unusable_checkpoints(tmp_path):
     with pytest.raises(CheckpointError, match="not an inik-fast training checkpoint; cannot resume from it"):
         run(tmp_path, resume=str(DEFAULT_WEIGHTS))
