@@ -41,7 +41,7 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-config", help="JSON file of INIKNetConfig fields (default: the release config)")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default=S, help="synthetic (default), dpdd, lfdof, realdof, rtf or pairs")
-    g.add_argument("--data", default=S, help="dataset root folder (folder datasets)")
+    g.add_argument("--data", default=S, help="root folder of a folder dataset (name its layout with --dataset)")
     g.add_argument("--split", default=S, help="dataset split (default train)")
     g.add_argument("--val-data", default=S, help="validation dataset root (folder datasets)")
     g.add_argument("--val-split", default=S, help="validation split (default test)")
@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help=cmd_eval.__doc__, description=cmd_eval.__doc__)
     e.add_argument("--dataset", default="synthetic", help="synthetic (default: held-out photos incl. the motorcycle pair), dpdd, lfdof, realdof, rtf or pairs")
-    e.add_argument("--data", help="dataset root folder")
+    e.add_argument("--data", help="root folder of a folder dataset (name its layout with --dataset)")
     e.add_argument("--split", default="test", help="dataset split (default test)")
     e.add_argument("--count", type=int, default=8, help="synthetic: number of held-out images (default 8)")
     e.add_argument("--limit", type=int, help="evaluate only the first N images")

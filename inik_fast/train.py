@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import checkpoint as ckpt
 from .config import INIKNetConfig
-from .data import FOLDER_DATASETS, PairCrops, SyntheticDefocus, SyntheticEval
+from .data import FOLDER_DATASETS, FOLDER_HINT, PairCrops, SyntheticDefocus, SyntheticEval
 from .data.augment import center_crop
 from .data.synthetic import VAL_SEED
 from .losses import MultiScaleLoss
@@ -102,6 +102,8 @@ class TrainConfig:
             need(isinstance(getattr(self, f.name), sum((_TYPES[t] for t in f.type.split(" | ")), ())), f.name, f.type)
         need(self.dataset == "synthetic" or self.dataset in FOLDER_DATASETS, "dataset", f"'synthetic' or one of {sorted(FOLDER_DATASETS)}")
         need(self.dataset == "synthetic" or self.data, "data", f"the root folder of the {self.dataset} dataset")
+        for f in ("data", "val_data"):
+            need(self.dataset != "synthetic" or getattr(self, f) is None, f, FOLDER_HINT)
         need(self.dataset != "cuhk", "dataset", "a dataset with sharp images (cuhk is blurry only)")
         need((self.steps is None) != (self.epochs is None), "steps", "either steps or epochs (not both)")
         need(self.steps is None or self.steps >= 1, "steps", "an integer >= 1")

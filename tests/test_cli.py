@@ -165,6 +165,18 @@ def test_eval_and_synth_refuse_empty_counts(tmp_path, release_ckpt, capsys):
     assert "count=0: expected at least 1 pair" in capsys.readouterr().err and not (tmp_path / "p").exists()
 
 
+def test_a_data_folder_needs_its_layout_named(tmp_path, release_ckpt, capsys):
+    # eval --data DIR without --dataset evaluated the synthetic set and ignored DIR (train too)
+    assert cli("synth", tmp_path / "pairs", "--count", 1, "--crop", 32) == 0
+    capsys.readouterr()
+    for args in (["eval", "--count", 1, "--checkpoint", release_ckpt, "--backend", "reference"],
+                 ["train", "--steps", 1, "--crop", 32, "--out", tmp_path / "run"]):  # fmt: skip
+        assert cli(*args, "--data", tmp_path / "pairs") == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(tmp_path / "pairs") in err and "--dataset (cuhk, dpdd" in err, err
+    assert not (tmp_path / "run").exists()
+
+
 def test_bench_prints_a_table(capsys):
     assert cli("bench", "--tiny", "--size", 32, "--repeat", 1, "--backends", "reference") == 0
     out = capsys.readouterr().out
