@@ -166,7 +166,6 @@ def cmd_deblur(args) -> int:
         t0 = time.perf_counter()
         img, bits = read_image(src, args.max_pixels)
         y = deblur(model, torch.from_numpy(img.transpose(2, 0, 1)), tile=args.tile, halo=args.halo)
-        dst.parent.mkdir(parents=True, exist_ok=True)
         write_image(dst, y.float().cpu().numpy().transpose(1, 2, 0), bits)
         print(f"{src} -> {dst} ({img.shape[1]}x{img.shape[0]}, {time.perf_counter() - t0:.2f} s)")
     return 0

@@ -12,6 +12,7 @@ import torch
 from inik_fast import INIKNet, INIKNetConfig, checkpoint
 from inik_fast.cli import build_parser, main, train_config_from_args
 from inik_fast.data import read_image, write_image
+from inik_fast.deblur import deblur
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = INIKNetConfig(base_ch=8, num_res_unet=1, num_res_lstm=1, basis_num=2, max_kernel_size=5)
@@ -72,6 +73,28 @@ def test_synth_eval_deblur_export(tmp_path, release_ckpt, capsys):
     assert w["format"] == checkpoint.WEIGHTS_FORMAT and all(v.dtype == torch.float16 for v in w["model"].values())
     assert (tmp_path / "w16.pt").stat().st_size < 0.6 * release_ckpt.stat().st_size
     assert cli("deblur", src / "00001.png", "-o", tmp_path / "h.png", "--checkpoint", tmp_path / "w16.pt") == 0
+
+
+# (input extension, bit depth): every format deblur reads and writes, at each depth it stores
+FORMATS = [(".png", 8), (".png", 16), (".tif", 8), (".tif", 16), (".tiff", 16), (".jpg", 8), (".jpeg", 8)]
+
+
+@pytest.mark.parametrize("ext,bits", FORMATS)
+def test_deblur_keeps_format_and_bit_depth(tmp_path, release_ckpt, ext, bits):
+    """A file in gives a file of the same format and depth out, holding the model's output."""
+    # 16-bit PNG failed ("invalid data shape, strides, or dtype"): only TIFF had been tested
+    img = np.random.default_rng(0).random((24, 40, 3)).astype(np.float32)
+    write_image(tmp_path / f"in{ext}", img, bits)
+    assert cli("deblur", tmp_path / f"in{ext}", "-o", tmp_path / "out", "--checkpoint", release_ckpt) == 0
+    got, got_bits = read_image(tmp_path / "out" / f"in{ext}")
+    assert got_bits == bits
+    model = checkpoint.load_model(release_ckpt)
+    expected = deblur(model, torch.from_numpy(read_image(tmp_path / f"in{ext}")[0].transpose(2, 0, 1)))
+    err = np.abs(got - expected.numpy().transpose(1, 2, 0))
+    if ext in (".jpg", ".jpeg"):  # lossy, on a noise image
+        assert err.mean() < 0.05
+    else:
+        assert err.max() <= 0.5 / (2**bits - 1) + 1e-6
 
 
 def bad_inputs(tmp_path, good_ckpt):

@@ -135,8 +135,10 @@ def _to_rgb_float(arr: np.ndarray, bits: int, path) -> np.ndarray:
 
 
 def _quantize(img: np.ndarray, bits: int) -> np.ndarray:
+    """Integer pixels, C-contiguous (the PNG encoder refuses other strides)."""
     top = 2**bits - 1
-    return np.round(np.clip(img, 0.0, 1.0) * top).astype(np.uint16 if bits == 16 else np.uint8)
+    q = np.round(np.clip(img, 0.0, 1.0) * top).astype(np.uint16 if bits == 16 else np.uint8)
+    return np.ascontiguousarray(q)
 
 
 def encode_image(img: np.ndarray, ext: str, bits: int = 8) -> bytes:
@@ -146,6 +148,11 @@ def encode_image(img: np.ndarray, ext: str, bits: int = 8) -> bytes:
         raise ImageError(f"output format {ext!r}: expected one of {WRITE_EXTS}")
     if bits not in (8, 16):
         raise ImageError(f"bits={bits}: expected 8 or 16")
+    img = np.asarray(img)
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype.kind != "f":
+        raise ImageError(f"expected a float [H, W, 3] image, got {img.dtype} [{', '.join(map(str, img.shape))}]")
+    if not np.isfinite(img).all():
+        raise ImageError("the image has values that are not finite (NaN or infinity)")
     if ext in (".jpg", ".jpeg"):
         bits = 8  # JPEG has no 16-bit baseline
     q = _quantize(img, bits)
@@ -178,6 +185,13 @@ def atomic_write_bytes(path, data: bytes) -> None:
 
 
 def write_image(path, img: np.ndarray, bits: int = 8) -> None:
-    """Write float [H, W, 3] in [0, 1] to `path`; the format follows the extension."""
+    """Write float [H, W, 3] in [0, 1] to `path` (values outside are clipped), creating its
+    folder; the format follows the extension. The image is encoded first, so a failure leaves
+    no file and no new folder."""
     path = Path(path)
-    atomic_write_bytes(path, encode_image(img, path.suffix, bits))
+    try:
+        data = encode_image(img, path.suffix, bits)
+    except ImageError as e:
+        raise ImageError(f"{path}: {e}") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, data)
