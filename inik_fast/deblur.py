@@ -98,6 +98,13 @@ def expand_inputs(specs: list[str]) -> list[Path]:
     return list(paths)
 
 
+def _is_image_ext(suffix: str) -> bool:
+    """An extension of any image format Pillow knows (.gif, .ico, ...): a file name, not a folder."""
+    from PIL import Image
+
+    return suffix.lower() in Image.registered_extensions()
+
+
 def output_paths(inputs: list[Path], out, fmt: str | None) -> list[Path]:
     """Where each input's result goes: OUT itself for one input and an OUT with an image
     extension, else OUT/<stem>.<ext> (ext: `fmt`, or the input's own when it is writable)."""
@@ -105,6 +112,8 @@ def output_paths(inputs: list[Path], out, fmt: str | None) -> list[Path]:
     fmt_ext = None if fmt is None else "." + fmt.lower().lstrip(".")
     if fmt_ext is not None and fmt_ext not in WRITE_EXTS:
         raise ImageError(f"--format {fmt}: expected one of {[e[1:] for e in WRITE_EXTS]}")
+    if _is_image_ext(out.suffix) and out.suffix.lower() not in WRITE_EXTS and not out.is_dir():
+        raise ImageError(f"-o {out}: cannot write {out.suffix.lower()} images; expected a folder or a file ending in {', '.join(WRITE_EXTS)}")
     if out.suffix.lower() in WRITE_EXTS and not out.is_dir():
         if len(inputs) != 1:
             raise ImageError(f"-o {out}: {len(inputs)} inputs need an output folder, not a file name")

@@ -76,7 +76,7 @@ def test_synth_eval_deblur_export(tmp_path, release_ckpt, capsys):
 
 
 # (input extension, bit depth): every format deblur reads and writes, at each depth it stores
-FORMATS = [(".png", 8), (".png", 16), (".tif", 8), (".tif", 16), (".tiff", 16), (".jpg", 8), (".jpeg", 8)]
+FORMATS = [(".png", 8), (".png", 16), (".tif", 8), (".tif", 16), (".tiff", 16), (".jpg", 8), (".jpeg", 8), (".webp", 8), (".bmp", 8)]
 
 
 @pytest.mark.parametrize("ext,bits", FORMATS)
