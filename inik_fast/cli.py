@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("deblur", help=cmd_deblur.__doc__, description=cmd_deblur.__doc__)
     d.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
     d.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
-    d.add_argument("--format", help="png, jpg, tiff, bmp or webp (default: the input's format)")
+    d.add_argument("--format", help="png, jpg, tiff, bmp or webp (default: the input's format, else png)")
     d.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help=f"refuse larger images (default {DEFAULT_MAX_PIXELS})")
     _model_flags(d)
     d.set_defaults(func=cmd_deblur)
