@@ -1,4 +1,4 @@
-"""The two ops of `shared/design/OPS.md` as `torch.library` custom ops, and their public entry points.
+"""The two ops of `docs/ops.md` as `torch.library` custom ops, and their public entry points.
 
 Each backend provides a forward and a backward op in the `inik_fast` library:
 
