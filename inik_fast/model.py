@@ -157,6 +157,16 @@ class INIKNet(nn.Module):
         self.inr_conv = INRAtoms(cfg) if cfg.atoms == "inr" else FreeAtoms(cfg)
         self.sum = nn.Conv2d((G + 1) * C * M, C, 1)
 
+    @classmethod
+    def from_pretrained(cls, path=None, *, device="cpu", backend: str = "auto") -> "INIKNet":
+        """A model in eval mode with trained weights: the bundled default checkpoint (trained on
+        synthetic defocus, see the README), or the file at `path`: our weights files and training
+        checkpoints, or the release's state dict (its config is read off the tensor shapes).
+        Parameters are float32. A file that cannot be used raises a one-line CheckpointError."""
+        from . import checkpoint
+
+        return checkpoint.load_model(checkpoint.default_checkpoint() if path is None else path, device=device, backend=backend)
+
     def ops_backend(self, device, dtype: torch.dtype = torch.float32) -> str:
         """The backend this model's forward runs on tensors of `device` and `dtype` ("release" as is)."""
         return "release" if self.backend == "release" else backends.resolve(self.backend, device, dtype)
