@@ -6,10 +6,12 @@ with one line on stderr and exit status 1, without a traceback (INIK_FAST_DEBUG=
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 
@@ -152,22 +154,17 @@ def _load_model(args):
 
 def cmd_deblur(args) -> int:
     """Deblur image files, folders or globs; write PNG, JPEG, TIFF, BMP or WebP."""
-    import torch
-
-    from .data.image_io import probe_image, read_image, write_image
-    from .deblur import deblur, expand_inputs, output_paths
+    from .data.image_io import probe_image
+    from .deblur import deblur_file, expand_inputs, output_paths
 
     inputs = expand_inputs(args.inputs)
     outputs = output_paths(inputs, args.output, args.format)
-    for p in inputs:  # headers first: a bad input fails before any work
-        probe_image(p, args.max_pixels)
+    sizes = [probe_image(p, args.max_pixels) for p in inputs]  # headers first: a bad input fails before any work
     model, _ = _load_model(args)
-    for src, dst in zip(inputs, outputs):
+    for src, dst, (w, h) in zip(inputs, outputs, sizes):
         t0 = time.perf_counter()
-        img, bits = read_image(src, args.max_pixels)
-        y = deblur(model, torch.from_numpy(img.transpose(2, 0, 1)), tile=args.tile, halo=args.halo)
-        write_image(dst, y.float().cpu().numpy().transpose(1, 2, 0), bits)
-        print(f"{src} -> {dst} ({img.shape[1]}x{img.shape[0]}, {time.perf_counter() - t0:.2f} s)")
+        deblur_file(src, dst, model, tile=args.tile, halo=args.halo, max_pixels=args.max_pixels)
+        print(f"{src} -> {dst} ({w}x{h}, {time.perf_counter() - t0:.2f} s)")
     return 0
 
 
@@ -272,10 +269,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@contextlib.contextmanager
+def _one_line_warnings(command: str):
+    """Warnings (a costly tiling, ...) as one line on stderr, like the errors."""
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda message, *_, **__: print(f"inik-fast {command}: warning: {message}", file=sys.stderr)
+        yield
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with _one_line_warnings(args.command):
+            return args.func(args)
     except KeyboardInterrupt:
         print(f"inik-fast {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -97,6 +97,16 @@ def test_deblur_keeps_format_and_bit_depth(tmp_path, release_ckpt, ext, bits):
         assert err.max() <= 0.5 / (2**bits - 1) + 1e-6
 
 
+def test_costly_tiling_is_a_one_line_warning(tmp_path, release_ckpt, capsys):
+    # --tile 64 on a 256 x 256 image ran 7.6x slower than untiled, without a word
+    write_image(tmp_path / "a.png", np.random.default_rng(0).random((64, 64, 3)))
+    assert cli("deblur", tmp_path / "a.png", "-o", tmp_path / "b.png", "--checkpoint", release_ckpt, "--tile", 16, "--halo", 32) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("inik-fast deblur: warning: tiles of 16 px with a 32 px halo compute"), err
+    assert cli("deblur", tmp_path / "a.png", "-o", tmp_path / "c.png", "--checkpoint", release_ckpt, "--tile", 32, "--halo", 16) == 0
+    assert capsys.readouterr().err == ""
+
+
 def bad_inputs(tmp_path, good_ckpt):
     """name -> (deblur arguments, expected message), each with its own output path."""
     from test_data import png_header_only

@@ -8,6 +8,8 @@ from inik_fast.data.image_io import READ_EXTS
 from inik_fast.deblur import deblur, expand_inputs, output_paths, tiled_forward
 
 TINY = INIKNetConfig(base_ch=8, num_res_unet=1, num_res_lstm=1, basis_num=2, max_kernel_size=5)
+# Small tiles on small images, on purpose: the costly-tiling warning is tested in test_python_api.py.
+pytestmark = pytest.mark.filterwarnings("ignore:tiles of .* compute")
 
 
 @pytest.fixture(scope="module")
