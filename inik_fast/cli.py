@@ -51,7 +51,7 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-radius", type=float, default=S, help="synthetic: largest blur radius in px (default 8)")
     g.add_argument("--noise", type=float, default=S, help="synthetic: largest noise sigma (default 0)")
     g = p.add_argument_group("schedule")
-    g.add_argument("--steps", type=int, default=S, help="optimizer steps")
+    g.add_argument("--steps", type=int, default=S, help="optimizer steps (required, or --epochs for a folder dataset)")
     g.add_argument("--epochs", type=float, default=S, help="epochs instead of steps (folder datasets)")
     g.add_argument("--batch", type=int, default=S, help="images per process and micro-batch (default 4)")
     g.add_argument("--accum", type=int, default=S, help="gradient accumulation: micro-batches per step (default 1)")
@@ -59,8 +59,9 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--milestones", type=int, nargs="+", default=S, help="steps where lr *= gamma (default: 24/48/72%% of the steps, as the release)")
     g.add_argument("--gamma", type=float, default=S, help="MultiStepLR factor (default 0.5)")
     g = p.add_argument_group("loss")
-    for name, default in (("mse", 1.0), ("fft", 0.1), ("lpips", 0.0), ("vgg", 0.0)):
-        g.add_argument(f"--{name}", type=float, default=S, help=f"weight of the {name.upper()} term (default {default}; the release uses 0.1 for lpips and vgg)")
+    for name, default in (("mse", "1.0, as the release"), ("fft", "0.1, as the release"), ("lpips", "0"), ("vgg", "0")):
+        perceptual = "; the release uses 0.1, which needs --perceptual-weights" if default == "0" else ""
+        g.add_argument(f"--{name}", type=float, default=S, help=f"weight of the {name.upper()} term (default {default}{perceptual})")
     g.add_argument("--perceptual-weights", default=S, help="folder with the pretrained VGG19 / AlexNet / LPIPS weights")
     g = p.add_argument_group("execution")
     g.add_argument("--backend", default=S, help="auto (the fastest fused backend, default), reference, cpu, triton, cuda or release")
@@ -78,7 +79,7 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ckpt-every", type=int, default=S, help="steps between checkpoints (default 100)")
     g.add_argument("--resume", nargs="?", const="auto", default=S, help="continue from PATH, or from OUT/last.pt if it exists")
     g.add_argument("--stop-after", type=int, default=S, help="end this run after N steps, checkpointed (resume later)")
-    g.add_argument("--no-progress", dest="progress", action="store_false", default=S, help="no progress bar")
+    g.add_argument("--no-progress", dest="progress", action="store_false", default=S, help="no progress bar: print the log lines instead")
 
 
 def train_settings_from_args(args) -> dict:
@@ -196,10 +197,17 @@ def cmd_synth(args) -> int:
 
 def cmd_export(args) -> int:
     """Write the model of a checkpoint as a weights file (float16 unless --fp32)."""
-    from . import checkpoint
+    from . import INIKNet, INIKNetConfig, checkpoint
 
-    obj = checkpoint.export_weights(args.checkpoint, args.output, half=not args.fp32, meta={"source": Path(args.checkpoint).name})
-    n = sum(v.numel() for v in obj["model"].values())
+    evaluation = None
+    if args.eval_json:
+        report = _read_json(args.eval_json, "--eval-json")
+        try:
+            evaluation = checkpoint.eval_summary(report)
+        except ValueError as e:
+            raise ValueError(f"--eval-json {args.eval_json}: {e}") from None
+    obj = checkpoint.export_weights(args.checkpoint, args.output, half=not args.fp32, evaluation=evaluation)
+    n = sum(p.numel() for p in INIKNet(INIKNetConfig.from_dict(obj["config"])).parameters())  # w0 is shared, listed twice
     print(f"wrote {args.output}: {n} parameters, {Path(args.output).stat().st_size / 2**20:.2f} MiB")
     return 0
 
@@ -213,9 +221,11 @@ def cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
     from .data.image_io import DEFAULT_MAX_PIXELS
 
     p = argparse.ArgumentParser(prog="inik-fast", description="INIKNet defocus deblurring with fused ops")
+    p.add_argument("--version", action="version", version=f"inik-fast {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help=cmd_info.__doc__).set_defaults(func=cmd_info)
 
@@ -256,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("checkpoint", help="training checkpoint (or any loadable checkpoint)")
     x.add_argument("output", help="weights file to write")
     x.add_argument("--fp32", action="store_true", help="keep float32 weights")
+    x.add_argument("--eval-json", help="an `inik-fast eval --json` report of this model, recorded in the file's meta")
     x.set_defaults(func=cmd_export)
 
     b = sub.add_parser("bench", help=cmd_bench.__doc__, description=cmd_bench.__doc__)

@@ -105,7 +105,8 @@ class TrainConfig:
         for f in ("data", "val_data"):
             need(self.dataset != "synthetic" or getattr(self, f) is None, f, FOLDER_HINT)
         need(self.dataset != "cuhk", "dataset", "a dataset with sharp images (cuhk is blurry only)")
-        need((self.steps is None) != (self.epochs is None), "steps", "either steps or epochs (not both)")
+        need(self.steps is not None or self.epochs is not None, "steps", "either steps or epochs (one is required)")
+        need(self.steps is None or self.epochs is None, "steps", "either steps or epochs (not both)")
         need(self.steps is None or self.steps >= 1, "steps", "an integer >= 1")
         need(self.epochs is None or (self.epochs > 0 and self.dataset != "synthetic"), "epochs", "> 0, for a folder dataset (the synthetic stream has no epochs)")
         for f in ("crop", "batch", "accum", "log_every", "ckpt_every", "val_count"):
@@ -214,15 +215,19 @@ def _set_rng_state(state: dict, device) -> None:
 # the loop
 # ----------------------------------------------------------------------------------------------
 class _Log:
-    """train.log in OUT (rank 0 only): a header, then one line per event; flushed each time."""
+    """train.log in OUT (rank 0 only): a header, then one line per event; flushed each time.
+    With `echo` (no progress bar) every line is printed too."""
 
-    def __init__(self, path, enabled):
+    def __init__(self, path, enabled, echo=False):
         self.f = open(path, "a") if enabled else None
+        self.echo = enabled and echo
 
     def __call__(self, msg: str):
         if self.f:
             self.f.write(msg + "\n")
             self.f.flush()
+        if self.echo:
+            print(msg, flush=True)
 
     def close(self):
         if self.f:
@@ -357,7 +362,7 @@ def _train(cfg, state, resume_path, out, rank, world, device):
     val_items = make_val_items(cfg) if main else None
     if main:
         out.mkdir(parents=True, exist_ok=True)
-    log = _Log(out / "train.log", main)
+    log = _Log(out / "train.log", main, echo=not cfg.progress)
     log(_header(cfg, model, device, world, start, steps, resume_path))
 
     from tqdm import tqdm
@@ -399,7 +404,8 @@ def _train(cfg, state, resume_path, out, rank, world, device):
             val = validate(model, val_items, device, amp_dtype)
             msg = _val_line(done, val)
             log(msg)
-            bar.write(msg)
+            if cfg.progress:
+                bar.write(msg)
         if done % cfg.ckpt_every == 0 or done == stop:
             if main:
                 _save(out / "last.pt", cfg, model, opt, sched, scaler, done, device)
@@ -408,6 +414,11 @@ def _train(cfg, state, resume_path, out, rank, world, device):
     bar.close()
     if main and stop == steps:
         log(f"done: {steps} steps in {_hms(time.perf_counter() - t_run)} this run")
+    elif main:
+        hint = f"stopped after step {stop} of {steps}; to continue, run the same command with --resume (it reads {out / 'last.pt'})"
+        log(hint)
+        if cfg.progress:
+            print(hint)
     log.close()
     return {"step": stop, "checkpoint": str(out / "last.pt"), "val": val, "losses": history}
 

@@ -1,6 +1,7 @@
 """The `inik-fast` command line: every command, checkpoint layouts, and one-line errors."""
 import json
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -216,3 +217,37 @@ def test_bench_prints_a_table(capsys):
     assert "| reference" in out and "ikconv fwd+bwd ms" in out and "model fwd ms" in out
     assert cli("bench", "--tiny", "--repeat", 0, "--backends", "reference") == 1  # was a table of "inf"
     assert "--repeat 0: expected an integer >= 1" in capsys.readouterr().err
+
+
+def test_train_help_says_what_is_required(capsys):
+    # `train` without --steps said "either steps or epochs (not both)"; every loss flag's help
+    # ended with "(the release uses 0.1 for lpips and vgg)"
+    with pytest.raises(SystemExit):
+        cli("train", "--help")
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--steps STEPS optimizer steps (required, or --epochs for a folder dataset)" in text
+    for name in ("mse", "fft"):
+        assert re.search(rf"--{name} {name.upper()} weight of the {name.upper()} term \(default [\d.]+, as the release\)", text), name
+    for name in ("lpips", "vgg"):
+        assert re.search(rf"--{name} {name.upper()} weight of the {name.upper()} term \(default 0; the release uses 0.1, which needs --perceptual-weights\)", text), name
+    assert cli("train", "--out", "/nonexistent/run") == 1
+    err = capsys.readouterr().err
+    assert "expected either steps or epochs (one is required)" in err and "not both" not in err, err
+
+
+def test_a_non_checkpoint_file_is_named_for_what_it_is(tmp_path, capsys):
+    # a PNG given as --checkpoint "holds Python objects other than tensors"
+    write_image(tmp_path / "a.png", np.zeros((8, 8, 3)))
+    assert cli("deblur", tmp_path / "a.png", "-o", tmp_path / "b.png", "--checkpoint", tmp_path / "a.png") == 1
+    err = capsys.readouterr().err
+    assert "not a PyTorch checkpoint (it starts like a PNG image)" in err and "Python objects" not in err, err
+
+
+def test_synth_refuses_a_folder_that_holds_pairs(tmp_path, capsys):
+    # a second synth into the same folder mixed sizes (and overwrote names) silently
+    assert cli("synth", tmp_path / "p", "--count", 1, "--crop", 32) == 0
+    before = sorted(p.read_bytes() for p in (tmp_path / "p").rglob("*.png"))
+    assert cli("synth", tmp_path / "p", "--count", 2, "--crop", 48) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'p' / 'blurry'} already holds images" in err and err.count("\n") == 1, err
+    assert sorted(p.read_bytes() for p in (tmp_path / "p").rglob("*.png")) == before

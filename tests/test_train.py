@@ -195,6 +195,17 @@ def test_resume_refuses_flags_that_would_change_the_run(tmp_path, capsys):
     assert load_file(last)["step"] == 3 and load_file(last)["train"]["crop"] == 32
 
 
+def test_no_progress_prints_the_log_and_the_resume_hint(tmp_path, capsys):
+    # with --no-progress, training printed nothing at all, and --stop-after ended without a word
+    run(tmp_path, steps=4, stop_after=2, log_every=1)  # progress=False
+    out = capsys.readouterr().out
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert out.startswith("# inik-fast") and all(line in out for line in log.splitlines())
+    assert "step 1/4 loss" in out and "step 2/4 loss" in out
+    hint = f"stopped after step 2 of 4; to continue, run the same command with --resume (it reads {tmp_path / 'run' / 'last.pt'})"
+    assert hint in out and hint in log
+
+
 def test_resume_refuses_unusable_checkpoints(tmp_path):
     with pytest.raises(CheckpointError, match="not an inik-fast training checkpoint; cannot resume from it"):
         run(tmp_path, resume=str(DEFAULT_WEIGHTS))

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from .augment import apply_dihedral, center_crop, random_dihedral
-from .image_io import write_image
+from .image_io import is_image_path, write_image
 
 TRAIN_PHOTOS = (
     "astronaut", "brick", "chelsea", "clock", "coins", "grass", "gravel",
@@ -254,6 +254,10 @@ def write_pairs(out, count: int, *, split: str = "train", crop: int = 256, seed:
     else:
         raise ValueError(f"split={split!r}: expected 'train' or 'eval'")
     kinds = ("blurry", "sharp")
+    for kind in kinds:  # another run's pairs would mix in, of other sizes, some overwritten
+        folder = out / kind
+        if folder.is_dir() and any(is_image_path(p) for p in folder.iterdir()):
+            raise ValueError(f"{folder} already holds images; write the pairs into an empty folder")
     for kind in kinds:
         (out / kind).mkdir(parents=True, exist_ok=True)
     written = []
