@@ -150,12 +150,12 @@ def model_state(obj: dict, path) -> tuple[dict, INIKNetConfig]:
         raise CheckpointError(f"checkpoint {path}: not an INIKNet checkpoint (its tensor shapes give no valid config: {e})") from None
 
 
-def load_model(path, device="cpu", backend: str = "auto"):
-    """An INIKNet in eval mode with the checkpoint's weights (float32 parameters)."""
+def load_model(path, device="cpu", backend: str = "auto", model_class=None):
+    """An INIKNet (or `model_class`) in eval mode with the checkpoint's weights (float32 parameters)."""
     from .model import INIKNet
 
     sd, cfg = model_state(load_file(path), path)
-    model = INIKNet(cfg, backend=backend)
+    model = (model_class or INIKNet)(cfg, backend=backend)
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as e:

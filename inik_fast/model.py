@@ -165,7 +165,8 @@ class INIKNet(nn.Module):
         Parameters are float32. A file that cannot be used raises a one-line CheckpointError."""
         from . import checkpoint
 
-        return checkpoint.load_model(checkpoint.default_checkpoint() if path is None else path, device=device, backend=backend)
+        path = checkpoint.default_checkpoint() if path is None else path
+        return checkpoint.load_model(path, device=device, backend=backend, model_class=cls)
 
     def ops_backend(self, device, dtype: torch.dtype = torch.float32) -> str:
         """The backend this model's forward runs on tensors of `device` and `dtype` ("release" as is)."""

@@ -52,6 +52,11 @@ def test_from_pretrained_takes_a_release_state_dict(tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match="no such file"):
         INIKNet.from_pretrained(tmp_path / "missing.pt")
 
+    class Subclass(INIKNet):
+        pass
+
+    assert type(Subclass.from_pretrained(tmp_path / "release.pth")) is Subclass
+
 
 def test_torch_hub_loads_from_a_local_clone(default_model, photo):
     hub = torch.hub.load(str(ROOT), "inik_net", source="local")
