@@ -305,6 +305,7 @@ def _merge_resumed(cfg: TrainConfig, stored: dict, given, path, announce: bool) 
     if given is None:
         defaults = TrainConfig()
         given = [f for f in TrainConfig.fields() if getattr(cfg, f) != getattr(defaults, f)]
+
     def value(c, f):  # a model config compares by its fields, partial dicts filled with defaults
         return INIKNetConfig.from_dict(c.model or {}) if f == "model" else getattr(c, f)
 
@@ -317,7 +318,7 @@ def _merge_resumed(cfg: TrainConfig, stored: dict, given, path, announce: bool) 
     if (cfg.steps, cfg.epochs) != (None, None) and (cfg.steps, cfg.epochs) != (merged.steps, merged.epochs):
         if announce:  # a new length keeps the run's milestones
             new = f"steps {cfg.steps}" if cfg.steps is not None else f"epochs {cfg.epochs}"
-            print(f"resume {path}: {new} (the run had {merged.steps})")
+            print(f"resume {path}: {new} (the run had {merged.steps} steps)")
         merged.steps, merged.epochs = cfg.steps, cfg.epochs
     return merged
 

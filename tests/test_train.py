@@ -191,7 +191,7 @@ def test_resume_refuses_flags_that_would_change_the_run(tmp_path, capsys):
         assert load_file(last)["step"] == 1
     # settings of this invocation change freely; a new length is applied, and said
     assert train_cli(resume="auto", steps=3, log_every=2, backend="cpu" if "cpu" in backends.available_backends() else "reference") == 0
-    assert "steps 3 (the run had 2)" in capsys.readouterr().out
+    assert "steps 3 (the run had 2 steps)" in capsys.readouterr().out
     assert load_file(last)["step"] == 3 and load_file(last)["train"]["crop"] == 32
 
 
