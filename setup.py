@@ -128,7 +128,8 @@ else:
 setup(
     packages=["inik_fast", "inik_fast.data", "inik_fast.kernels", "inik_fast.weights"],
     package_dir={"inik_fast": "inik_fast", "inik_fast.kernels": "kernels"},
-    package_data={"inik_fast.weights": ["*.pt"]},  # the default checkpoint (scripts/train_default.sh)
+    # the PEP 561 marker; the default checkpoint (scripts/train_default.sh)
+    package_data={"inik_fast": ["py.typed"], "inik_fast.weights": ["*.pt"]},
     # `make install` installs the package once with INIK_FAST_SKIP_EXT=1, then builds the extension
     # in place (`build_ext --inplace`) so that ninja rebuilds only what changed.
     ext_modules=[] if os.environ.get("INIK_FAST_SKIP_EXT") == "1" else [ext],

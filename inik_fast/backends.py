@@ -15,7 +15,7 @@ BACKENDS = ("reference", "cpu", "triton", "cuda")
 ENV_VAR = "INIK_FAST_BACKEND"
 # "auto" takes the first available backend of the tensors' device type.
 _AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
-# The x dtypes of the ops' contract (`shared/design/OPS.md`).
+# The x dtypes of the ops' contract (`docs/ops.md`).
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _DTYPES = {"reference": FLOAT_DTYPES, "cpu": (torch.float32, torch.float64), "cuda": FLOAT_DTYPES}
 # The Triton kernels' float32 dots use TF32 tensor cores (Ampere on).

@@ -43,11 +43,31 @@ def atomic_save(obj, path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _not_torch_file(path: Path) -> str | None:
+    """What the file is instead, when it cannot be a torch.save file (a zip archive, or the
+    legacy format's pickle); None when it may be one."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    if head.startswith((b"PK\x03\x04", b"\x80")):
+        return None
+    if not head:
+        return "it is empty"
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return f"it starts like a {im.format} image"
+    except (UnidentifiedImageError, OSError):
+        return "it is neither a zip archive nor a pickle"
+
+
 def load_file(path) -> dict:
     """The checkpoint's contents, loaded with weights_only=True on the CPU."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: no such file")
+    if (what := _not_torch_file(path)) is not None:
+        raise CheckpointError(f"checkpoint {path}: not a PyTorch checkpoint ({what})")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -130,12 +150,12 @@ def model_state(obj: dict, path) -> tuple[dict, INIKNetConfig]:
         raise CheckpointError(f"checkpoint {path}: not an INIKNet checkpoint (its tensor shapes give no valid config: {e})") from None
 
 
-def load_model(path, device="cpu", backend: str = "auto"):
-    """An INIKNet in eval mode with the checkpoint's weights (float32 parameters)."""
+def load_model(path, device="cpu", backend: str = "auto", model_class=None):
+    """An INIKNet (or `model_class`) in eval mode with the checkpoint's weights (float32 parameters)."""
     from .model import INIKNet
 
     sd, cfg = model_state(load_file(path), path)
-    model = INIKNet(cfg, backend=backend)
+    model = (model_class or INIKNet)(cfg, backend=backend)
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as e:
@@ -154,15 +174,44 @@ def default_checkpoint() -> Path:
     return DEFAULT_WEIGHTS
 
 
-def export_weights(src, dst, half: bool = True, meta: dict | None = None) -> dict:
-    """Write the model of checkpoint `src` as a weights file (float16 when `half`)."""
-    sd, cfg = model_state(load_file(src), src)
+def eval_summary(report: dict) -> dict:
+    """The headline of an `inik-fast eval --json` report, for a weights file's meta."""
+    try:
+        m = report["mean"]
+        return {
+            "dataset": report["dataset"],
+            "split": report["split"],
+            "images": len(report["images"]),
+            "backend": report["backend"],
+            "psnr_in": m["input"]["psnr"],
+            "psnr_out": m["output"]["psnr"],
+            "psnr_gain": m["psnr_gain"],
+            "ssim_in": m["input"]["ssim"],
+            "ssim_out": m["output"]["ssim"],
+        }
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"not an `inik-fast eval --json` report (no {e} entry)") from None
+
+
+def export_weights(src, dst, half: bool = True, evaluation: dict | None = None) -> dict:
+    """Write the model of checkpoint `src` as a weights file (float16 when `half`). Its meta says
+    how the model was made: the source file, the software, and from a training checkpoint the
+    step and training settings; `evaluation` (an `eval_summary`) gives its scores."""
+    from . import __version__
+
+    obj = load_file(src)
+    sd, cfg = model_state(obj, src)
+    meta = {"source": Path(src).name, "software": f"inik-fast {__version__}, torch {torch.__version__}"}
+    if obj.get("format") == TRAIN_FORMAT:
+        meta.update(step=int(obj["step"]), train=obj["train"])
+    if evaluation is not None:
+        meta["eval"] = evaluation
     dtype = torch.float16 if half else torch.float32
-    obj = {
+    weights = {
         "format": WEIGHTS_FORMAT,
         "config": cfg.to_dict(),
         "model": {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()},
-        "meta": dict(meta or {}),
+        "meta": meta,
     }
-    atomic_save(obj, dst)
-    return obj
+    atomic_save(weights, dst)
+    return weights

@@ -6,10 +6,12 @@ with one line on stderr and exit status 1, without a traceback (INIK_FAST_DEBUG=
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 
@@ -41,7 +43,7 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-config", help="JSON file of INIKNetConfig fields (default: the release config)")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default=S, help="synthetic (default), dpdd, lfdof, realdof, rtf or pairs")
-    g.add_argument("--data", default=S, help="dataset root folder (folder datasets)")
+    g.add_argument("--data", default=S, help="root folder of a folder dataset (name its layout with --dataset)")
     g.add_argument("--split", default=S, help="dataset split (default train)")
     g.add_argument("--val-data", default=S, help="validation dataset root (folder datasets)")
     g.add_argument("--val-split", default=S, help="validation split (default test)")
@@ -49,7 +51,7 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-radius", type=float, default=S, help="synthetic: largest blur radius in px (default 8)")
     g.add_argument("--noise", type=float, default=S, help="synthetic: largest noise sigma (default 0)")
     g = p.add_argument_group("schedule")
-    g.add_argument("--steps", type=int, default=S, help="optimizer steps")
+    g.add_argument("--steps", type=int, default=S, help="optimizer steps (required, or --epochs for a folder dataset)")
     g.add_argument("--epochs", type=float, default=S, help="epochs instead of steps (folder datasets)")
     g.add_argument("--batch", type=int, default=S, help="images per process and micro-batch (default 4)")
     g.add_argument("--accum", type=int, default=S, help="gradient accumulation: micro-batches per step (default 1)")
@@ -57,8 +59,9 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--milestones", type=int, nargs="+", default=S, help="steps where lr *= gamma (default: 24/48/72%% of the steps, as the release)")
     g.add_argument("--gamma", type=float, default=S, help="MultiStepLR factor (default 0.5)")
     g = p.add_argument_group("loss")
-    for name, default in (("mse", 1.0), ("fft", 0.1), ("lpips", 0.0), ("vgg", 0.0)):
-        g.add_argument(f"--{name}", type=float, default=S, help=f"weight of the {name.upper()} term (default {default}; the release uses 0.1 for lpips and vgg)")
+    for name, default in (("mse", "1.0, as the release"), ("fft", "0.1, as the release"), ("lpips", "0"), ("vgg", "0")):
+        perceptual = "; the release uses 0.1, which needs --perceptual-weights" if default == "0" else ""
+        g.add_argument(f"--{name}", type=float, default=S, help=f"weight of the {name.upper()} term (default {default}{perceptual})")
     g.add_argument("--perceptual-weights", default=S, help="folder with the pretrained VGG19 / AlexNet / LPIPS weights")
     g = p.add_argument_group("execution")
     g.add_argument("--backend", default=S, help="auto (the fastest fused backend, default), reference, cpu, triton, cuda or release")
@@ -76,10 +79,11 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ckpt-every", type=int, default=S, help="steps between checkpoints (default 100)")
     g.add_argument("--resume", nargs="?", const="auto", default=S, help="continue from PATH, or from OUT/last.pt if it exists")
     g.add_argument("--stop-after", type=int, default=S, help="end this run after N steps, checkpointed (resume later)")
-    g.add_argument("--no-progress", dest="progress", action="store_false", default=S, help="no progress bar")
+    g.add_argument("--no-progress", dest="progress", action="store_false", default=S, help="no progress bar: print the log lines instead")
 
 
-def train_config_from_args(args):
+def train_settings_from_args(args) -> dict:
+    """The training settings the user gave: --config's keys, overridden by the flags given."""
     from .config import INIKNetConfig
     from .train import TrainConfig
 
@@ -88,7 +92,13 @@ def train_config_from_args(args):
     settings.update(flags)
     if args.model_config:
         settings["model"] = INIKNetConfig.from_json(args.model_config).to_dict()
-    return TrainConfig.from_dict(settings)
+    return settings
+
+
+def train_config_from_args(args):
+    from .train import TrainConfig
+
+    return TrainConfig.from_dict(train_settings_from_args(args))
 
 
 def _read_json(path, what) -> dict:
@@ -105,9 +115,10 @@ def _read_json(path, what) -> dict:
 
 def cmd_train(args) -> int:
     """Train INIKNet (the release's recipe); torchrun for several processes."""
-    from .train import train
+    from .train import TrainConfig, train
 
-    result = train(train_config_from_args(args))
+    settings = train_settings_from_args(args)
+    result = train(TrainConfig.from_dict(settings), given=settings)
     if result["val"] is not None and int(os.environ.get("RANK", "0")) == 0:
         v = result["val"]
         print(f"final validation: psnr {v['psnr']:.2f} dB (input {v['input_psnr']:.2f}), ssim {v['ssim']:.4f}")
@@ -143,24 +154,18 @@ def _load_model(args):
 
 
 def cmd_deblur(args) -> int:
-    """Deblur image files, folders or globs; write PNG, JPEG or TIFF."""
-    import torch
-
-    from .data.image_io import probe_image, read_image, write_image
-    from .deblur import deblur, expand_inputs, output_paths
+    """Deblur image files, folders or globs; write PNG, JPEG, TIFF, BMP or WebP."""
+    from .data.image_io import probe_image
+    from .deblur import deblur_file, expand_inputs, output_paths
 
     inputs = expand_inputs(args.inputs)
     outputs = output_paths(inputs, args.output, args.format)
-    for p in inputs:  # headers first: a bad input fails before any work
-        probe_image(p, args.max_pixels)
+    sizes = [probe_image(p, args.max_pixels) for p in inputs]  # headers first: a bad input fails before any work
     model, _ = _load_model(args)
-    for src, dst in zip(inputs, outputs):
+    for src, dst, (w, h) in zip(inputs, outputs, sizes):
         t0 = time.perf_counter()
-        img, bits = read_image(src, args.max_pixels)
-        y = deblur(model, torch.from_numpy(img.transpose(2, 0, 1)), tile=args.tile, halo=args.halo)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        write_image(dst, y.float().cpu().numpy().transpose(1, 2, 0), bits)
-        print(f"{src} -> {dst} ({img.shape[1]}x{img.shape[0]}, {time.perf_counter() - t0:.2f} s)")
+        deblur_file(src, dst, model, tile=args.tile, halo=args.halo, max_pixels=args.max_pixels)
+        print(f"{src} -> {dst} ({w}x{h}, {time.perf_counter() - t0:.2f} s)")
     return 0
 
 
@@ -192,10 +197,17 @@ def cmd_synth(args) -> int:
 
 def cmd_export(args) -> int:
     """Write the model of a checkpoint as a weights file (float16 unless --fp32)."""
-    from . import checkpoint
+    from . import INIKNet, INIKNetConfig, checkpoint
 
-    obj = checkpoint.export_weights(args.checkpoint, args.output, half=not args.fp32, meta={"source": Path(args.checkpoint).name})
-    n = sum(v.numel() for v in obj["model"].values())
+    evaluation = None
+    if args.eval_json:
+        report = _read_json(args.eval_json, "--eval-json")
+        try:
+            evaluation = checkpoint.eval_summary(report)
+        except ValueError as e:
+            raise ValueError(f"--eval-json {args.eval_json}: {e}") from None
+    obj = checkpoint.export_weights(args.checkpoint, args.output, half=not args.fp32, evaluation=evaluation)
+    n = sum(p.numel() for p in INIKNet(INIKNetConfig.from_dict(obj["config"])).parameters())  # w0 is shared, listed twice
     print(f"wrote {args.output}: {n} parameters, {Path(args.output).stat().st_size / 2**20:.2f} MiB")
     return 0
 
@@ -209,9 +221,11 @@ def cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
     from .data.image_io import DEFAULT_MAX_PIXELS
 
     p = argparse.ArgumentParser(prog="inik-fast", description="INIKNet defocus deblurring with fused ops")
+    p.add_argument("--version", action="version", version=f"inik-fast {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help=cmd_info.__doc__).set_defaults(func=cmd_info)
 
@@ -222,14 +236,14 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("deblur", help=cmd_deblur.__doc__, description=cmd_deblur.__doc__)
     d.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
     d.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
-    d.add_argument("--format", help="png, jpg or tiff (default: the input's format, else png)")
+    d.add_argument("--format", help="png, jpg, tiff, bmp or webp (default: the input's format, else png)")
     d.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help=f"refuse larger images (default {DEFAULT_MAX_PIXELS})")
     _model_flags(d)
     d.set_defaults(func=cmd_deblur)
 
     e = sub.add_parser("eval", help=cmd_eval.__doc__, description=cmd_eval.__doc__)
     e.add_argument("--dataset", default="synthetic", help="synthetic (default: held-out photos incl. the motorcycle pair), dpdd, lfdof, realdof, rtf or pairs")
-    e.add_argument("--data", help="dataset root folder")
+    e.add_argument("--data", help="root folder of a folder dataset (name its layout with --dataset)")
     e.add_argument("--split", default="test", help="dataset split (default test)")
     e.add_argument("--count", type=int, default=8, help="synthetic: number of held-out images (default 8)")
     e.add_argument("--limit", type=int, help="evaluate only the first N images")
@@ -252,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("checkpoint", help="training checkpoint (or any loadable checkpoint)")
     x.add_argument("output", help="weights file to write")
     x.add_argument("--fp32", action="store_true", help="keep float32 weights")
+    x.add_argument("--eval-json", help="an `inik-fast eval --json` report of this model, recorded in the file's meta")
     x.set_defaults(func=cmd_export)
 
     b = sub.add_parser("bench", help=cmd_bench.__doc__, description=cmd_bench.__doc__)
@@ -265,10 +280,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@contextlib.contextmanager
+def _one_line_warnings(command: str):
+    """Warnings (a costly tiling, ...) as one line on stderr, like the errors."""
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda message, *_, **__: print(f"inik-fast {command}: warning: {message}", file=sys.stderr)
+        yield
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with _one_line_warnings(args.command):
+            return args.func(args)
     except KeyboardInterrupt:
         print(f"inik-fast {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -14,16 +14,18 @@ Measured max |tiled - untiled| (tile 128, blend 16, float32, 741x500 motorcycle 
 the release config trained 900 steps: halo 0: 0.16, 32: 2e-4, 64: 5e-7, 96: 3e-7; and with
 the deliberately context-hungry model of tests/test_deblur.py: halo 48: 2e-4. The default
 halo of 96 px keeps a margin over both for the 1e-3 budget; with --tile 512 it costs about
-1.9x the untiled compute, in exchange for memory bounded by one 704 x 704 window.
+1.8x the untiled compute on a 1680 x 1120 photo, in exchange for memory bounded by one 704 x 704 window.
 """
 from __future__ import annotations
 
 import glob
+import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from .data.image_io import WRITE_EXTS, ImageError, is_image_path
+from .data.image_io import DEFAULT_MAX_PIXELS, WRITE_EXTS, ImageError, is_image_path, read_image, write_image
 
 DEFAULT_HALO = 96
 DEFAULT_BLEND = 16
@@ -41,26 +43,51 @@ def _ramp(n: int, lo_core: int, hi_core: int, blend: int, device) -> torch.Tenso
     return torch.clamp(1 - dist / (blend + 1), min=0)
 
 
+def _windows(n: int, tile: int, halo: int):
+    """(core start, core end, window start, window end) of each tile along one axis of n px."""
+    for c0 in range(0, n, tile):
+        c1 = min(c0 + tile, n)
+        yield c0, c1, max(0, c0 - halo), min(n, c1 + halo)
+
+
+def tiling_cost(H: int, W: int, tile: int, halo: int = DEFAULT_HALO) -> float:
+    """The pixels the tiles of an H x W image compute (cores with their halos), as a multiple of
+    the image's own: 1.8 for 512-px tiles of a 1680 x 1120 photo, 9 for 64-px tiles of 256 x 256."""
+    tile, halo = _round_up(tile, _ALIGN), _round_up(halo, _ALIGN)
+    if tile >= H and tile >= W:
+        return 1.0
+    rows = sum(w1 - w0 for _, _, w0, w1 in _windows(H, tile, halo))
+    cols = sum(w1 - w0 for _, _, w0, w1 in _windows(W, tile, halo))
+    return rows * cols / (H * W)
+
+
+COSTLY_TILING = 3.0  # tiling_cost above which the tiles waste more than they bound
+
+
 @torch.no_grad()
 def tiled_forward(model, x: torch.Tensor, tile: int, halo: int = DEFAULT_HALO, blend: int | None = None) -> torch.Tensor:
     """The model's full-resolution output for x [B, C, H, W], computed tile by tile. `blend`
-    (default: DEFAULT_BLEND, or the whole halo when that is narrower) is the fade beyond a core."""
+    (default: DEFAULT_BLEND, or the whole halo when that is narrower) is the fade beyond a core.
+    Warns when the halos make the tiles compute more than COSTLY_TILING times the image."""
     if blend is None:
         blend = min(DEFAULT_BLEND, halo)
     if tile < 1 or halo < 0 or not 0 <= blend <= halo:
         raise ValueError(f"tiling: tile={tile}, halo={halo}, blend={blend}: expected tile >= 1 and 0 <= blend <= halo")
-    tile, halo = _round_up(tile, _ALIGN), _round_up(halo, _ALIGN)
     B, C, H, W = x.shape
+    cost = tiling_cost(H, W, tile, halo)
+    if cost > COSTLY_TILING:
+        warnings.warn(
+            f"tiles of {tile} px with a {halo} px halo compute {cost:.1f}x the pixels of the {W}x{H} image; "
+            "a larger tile (or a smaller halo) is faster",
+            stacklevel=3,  # the caller of tiled_forward, past torch.no_grad's wrapper
+        )
+    tile, halo = _round_up(tile, _ALIGN), _round_up(halo, _ALIGN)
     if tile >= H and tile >= W:
         return model(x)[-1]
     num = torch.zeros(B, C, H, W, device=x.device, dtype=torch.float32)
     den = torch.zeros(1, 1, H, W, device=x.device, dtype=torch.float32)
-    for y0 in range(0, H, tile):
-        y1 = min(y0 + tile, H)
-        wy0, wy1 = max(0, y0 - halo), min(H, y1 + halo)
-        for x0 in range(0, W, tile):
-            x1 = min(x0 + tile, W)
-            wx0, wx1 = max(0, x0 - halo), min(W, x1 + halo)
+    for y0, y1, wy0, wy1 in _windows(H, tile, halo):
+        for x0, x1, wx0, wx1 in _windows(W, tile, halo):
             out = model(x[:, :, wy0:wy1, wx0:wx1])[-1].float()
             wy = _ramp(wy1 - wy0, y0 - wy0, y1 - wy0, blend, x.device)
             wx = _ramp(wx1 - wx0, x0 - wx0, x1 - wx0, blend, x.device)
@@ -72,11 +99,71 @@ def tiled_forward(model, x: torch.Tensor, tile: int, halo: int = DEFAULT_HALO, b
 
 @torch.no_grad()
 def deblur(model, img: torch.Tensor, tile: int | None = None, halo: int = DEFAULT_HALO) -> torch.Tensor:
-    """Deblur one [3, H, W] image in [0, 1] (on the model's device); returns [3, H, W] in [0, 1]."""
+    """Deblur [3, H, W] or [B, 3, H, W] images in [0, 1]; returns float32 of the same shape,
+    clamped to [0, 1], on the model's device."""
     device = next(model.parameters()).device
-    x = img[None].to(device=device, dtype=torch.float32)
+    x = img.to(device=device, dtype=torch.float32)
+    x = x if x.dim() == 4 else x[None]
     y = model(x)[-1] if tile is None else tiled_forward(model, x, tile, halo)
-    return y[0].clamp(0, 1)
+    return y.clamp(0, 1).view(img.shape)
+
+
+def _image_tensor(image) -> torch.Tensor:
+    """`deblur_image`'s input as a float tensor in [0, 1]: [H, W, 3] arrays become [3, H, W]."""
+    name = "deblur_image: image"
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"{name} must be an [H, W, 3] array, got shape {list(image.shape)}")
+        if image.dtype in (np.uint8, np.uint16):
+            image = image.astype(np.float32) / np.iinfo(image.dtype).max
+        elif image.dtype.kind != "f":
+            raise ValueError(f"{name} must hold floats in [0, 1] or uint8 / uint16 pixels, got {image.dtype}")
+        x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+    elif isinstance(image, torch.Tensor):
+        if image.dim() not in (3, 4) or image.shape[-3] != 3:
+            raise ValueError(f"{name} must be a [3, H, W] or [B, 3, H, W] tensor, got [{', '.join(map(str, image.shape))}]")
+        if not image.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor in [0, 1], got {image.dtype}")
+        x = image
+    else:
+        raise TypeError(f"{name} must be a numpy array or a torch.Tensor, got {type(image).__name__}")
+    if x.numel() and not (torch.isfinite(x).all() and 0 <= x.min() and x.max() <= 1):
+        raise ValueError(f"{name} must hold finite values in [0, 1] (8-bit values: divide by 255)")
+    return x
+
+
+def deblur_image(image, model=None, *, tile: int | None = None, halo: int = DEFAULT_HALO):
+    """Deblur one image (or a batch) from Python, as `inik-fast deblur` does a file.
+
+    image: a numpy array [H, W, 3] (floats in [0, 1], or uint8 / uint16 pixels), or a tensor
+        [3, H, W] or [B, 3, H, W] in [0, 1], of any size.
+    model: an INIKNet; default `INIKNet.from_pretrained()`, loaded on each call (pass a model to
+        deblur many images). The image goes to the model's device.
+    tile, halo: tiled inference as `--tile` / `--halo`: memory bounded by one (tile + 2 halo)²
+        window instead of the whole image.
+    Returns float32 in [0, 1] (clamped), in the input's form: an [H, W, 3] array, or a tensor of
+    the input's shape on the input's device.
+    """
+    x = _image_tensor(image)
+    if model is None:
+        from .model import INIKNet
+
+        model = INIKNet.from_pretrained()
+    y = deblur(model, x, tile, halo)
+    if isinstance(image, np.ndarray):
+        return y.cpu().numpy().transpose(1, 2, 0)
+    return y.to(image.device)
+
+
+def deblur_file(src, dst, model=None, *, tile: int | None = None, halo: int = DEFAULT_HALO, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Deblur the image file `src` into `dst` (format from its extension; 16-bit PNG or TIFF in
+    gives 16-bit out where `dst`'s format has it). Refuses to write over `src`; the write is
+    atomic. `model` as for `deblur_image`; `max_pixels` refuses larger images."""
+    src, dst = Path(src), Path(dst)
+    if dst.resolve() == src.resolve():
+        raise ImageError(f"{dst} is the input; write the result elsewhere")
+    img, bits = read_image(src, max_pixels)
+    write_image(dst, deblur_image(img, model, tile=tile, halo=halo), bits)
 
 
 def expand_inputs(specs: list[str]) -> list[Path]:
@@ -98,6 +185,13 @@ def expand_inputs(specs: list[str]) -> list[Path]:
     return list(paths)
 
 
+def _is_image_ext(suffix: str) -> bool:
+    """An extension of any image format Pillow knows (.gif, .ico, ...): a file name, not a folder."""
+    from PIL import Image
+
+    return suffix.lower() in Image.registered_extensions()
+
+
 def output_paths(inputs: list[Path], out, fmt: str | None) -> list[Path]:
     """Where each input's result goes: OUT itself for one input and an OUT with an image
     extension, else OUT/<stem>.<ext> (ext: `fmt`, or the input's own when it is writable)."""
@@ -105,6 +199,8 @@ def output_paths(inputs: list[Path], out, fmt: str | None) -> list[Path]:
     fmt_ext = None if fmt is None else "." + fmt.lower().lstrip(".")
     if fmt_ext is not None and fmt_ext not in WRITE_EXTS:
         raise ImageError(f"--format {fmt}: expected one of {[e[1:] for e in WRITE_EXTS]}")
+    if _is_image_ext(out.suffix) and out.suffix.lower() not in WRITE_EXTS and not out.is_dir():
+        raise ImageError(f"-o {out}: cannot write {out.suffix.lower()} images; expected a folder or a file ending in {', '.join(WRITE_EXTS)}")
     if out.suffix.lower() in WRITE_EXTS and not out.is_dir():
         if len(inputs) != 1:
             raise ImageError(f"-o {out}: {len(inputs)} inputs need an output folder, not a file name")

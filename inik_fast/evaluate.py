@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from .data import FOLDER_DATASETS, SyntheticEval
+from .data import FOLDER_DATASETS, FOLDER_HINT, SyntheticEval
 from .deblur import DEFAULT_HALO, deblur
 from .metrics import image_metrics
 from .perceptual import lpips_if_available
@@ -14,6 +14,8 @@ from .perceptual import lpips_if_available
 
 def open_eval_set(dataset: str, root, split: str, count: int):
     if dataset == "synthetic":
+        if root is not None:
+            raise ValueError(f"--data {root}: expected {FOLDER_HINT}")
         return SyntheticEval(count)
     if dataset not in FOLDER_DATASETS:
         raise ValueError(f"--dataset {dataset}: expected 'synthetic' or one of {sorted(FOLDER_DATASETS)}")

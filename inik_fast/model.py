@@ -156,7 +156,17 @@ class INIKNet(nn.Module):
         self.basis_select = nn.Conv2d(b, M, 1)
         self.inr_conv = INRAtoms(cfg) if cfg.atoms == "inr" else FreeAtoms(cfg)
         self.sum = nn.Conv2d((G + 1) * C * M, C, 1)
-        self._atom_cache = None
+
+    @classmethod
+    def from_pretrained(cls, path=None, *, device="cpu", backend: str = "auto") -> "INIKNet":
+        """A model in eval mode with trained weights: the bundled default checkpoint (trained on
+        synthetic defocus, see the README), or the file at `path`: our weights files and training
+        checkpoints, or the release's state dict (its config is read off the tensor shapes).
+        Parameters are float32. A file that cannot be used raises a one-line CheckpointError."""
+        from . import checkpoint
+
+        path = checkpoint.default_checkpoint() if path is None else path
+        return checkpoint.load_model(path, device=device, backend=backend, model_class=cls)
 
     def ops_backend(self, device, dtype: torch.dtype = torch.float32) -> str:
         """The backend this model's forward runs on tensors of `device` and `dtype` ("release" as is)."""
@@ -164,20 +174,9 @@ class INIKNet(nn.Module):
 
     # -- atoms -------------------------------------------------------------------------------
     def atoms(self) -> torch.Tensor:
-        """The atom bank [G, M, K, K], computed once per forward. In eval mode without autograd it
-        is cached until a parameter of the atoms changes (in place or replaced)."""
-        backend = "auto" if self.backend == "release" else self.backend
-        if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
-            return self.inr_conv(backend)
-        params = list(self.inr_conv.parameters())
-        key = (backend, tuple((id(p), p.data_ptr(), p._version, p.dtype, p.device) for p in params))
-        if self._atom_cache is None or self._atom_cache[0] != key:
-            self._atom_cache = (key, self.inr_conv(backend))
-        return self._atom_cache[1]
-
-    def train(self, mode: bool = True):
-        self._atom_cache = None
-        return super().train(mode)
+        """The atom bank [G, M, K, K]. Evaluated once per forward and shared by the three scales;
+        never cached across calls (a few ms), so in-place weight updates are always seen."""
+        return self.inr_conv("auto" if self.backend == "release" else self.backend)
 
     # -- forward -----------------------------------------------------------------------------
     def forward(self, x):

@@ -1,4 +1,4 @@
-"""The two ops of `shared/design/OPS.md` as `torch.library` custom ops, and their public entry points.
+"""The two ops of `docs/ops.md` as `torch.library` custom ops, and their public entry points.
 
 Each backend provides a forward and a backward op in the `inik_fast` library:
 
@@ -118,22 +118,46 @@ def _ikconv_setup_context(ctx, inputs, output):
     ctx.has_bias = bias is not None
 
 
+def _builds_graph(tensors) -> bool:
+    """True in a backward run with create_graph=True that needs these tensors' gradients."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def _autograd_formulas(suffix: str):
-    """backward functions of both ops, calling the backward ops of the backend with `suffix`."""
+    """backward functions of both ops, calling the backward ops of the backend with `suffix`.
+
+    With create_graph=True (double backward) the reference backend runs its backward formulas as
+    plain PyTorch outside their op, so autograd differentiates them; the fused backends, whose
+    backward kernels have no derivative, refuse it rather than return a wrong second derivative."""
     atom_bank_bwd = getattr(torch.ops.inik_fast, f"atom_bank_backward{suffix}")
     ikconv_bwd = getattr(torch.ops.inik_fast, f"ikconv_backward{suffix}")
 
+    def graphed(op: str, formula, args):
+        if suffix == "_reference":
+            return formula(*args)
+        backend = {"_triton": "triton", "": args[1].device.type}[suffix]
+        raise RuntimeError(
+            f"{op}: backend {backend!r} has no double backward (create_graph=True through it); "
+            "use backend='reference' for second-order gradients"
+        )
+
     def atom_bank_backward(ctx, grad):
         coords, mask, *params = ctx.saved_tensors
-        grads = atom_bank_bwd(grad.contiguous(), coords, mask, *params)
+        args = (grad.contiguous(), coords, mask, *params)
+        if _builds_graph((grad, *params)):
+            grads = graphed("atom_bank", reference.atom_bank_backward, args)
+        else:
+            grads = atom_bank_bwd(*args)
         return (None, None, *grads)
 
     def ikconv_backward(ctx, grad_y):
         x, atoms, scale, basis, weight = ctx.saved_tensors
         need_dx = ctx.needs_input_grad[0]
-        dx, datoms, dscale, dbasis, dweight, dbias = ikconv_bwd(
-            grad_y.contiguous(), x, atoms, scale, basis, weight, ctx.residual, need_dx, is_deterministic()
-        )
+        args = (grad_y.contiguous(), x, atoms, scale, basis, weight, ctx.residual, need_dx)
+        if _builds_graph((grad_y, x, atoms, scale, basis, weight)):
+            dx, datoms, dscale, dbasis, dweight, dbias = graphed("inverse_kernel_conv", reference.ikconv_backward, args)
+        else:
+            dx, datoms, dscale, dbasis, dweight, dbias = ikconv_bwd(*args, is_deterministic())
         return dx if need_dx else None, datoms, dscale, dbasis, dweight, dbias if ctx.has_bias else None, None
 
     return atom_bank_backward, ikconv_backward

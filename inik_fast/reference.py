@@ -1,4 +1,4 @@
-"""Reference math of the two ops, in plain PyTorch (`shared/design/OPS.md`).
+"""Reference math of the two ops, in plain PyTorch (`docs/ops.md`).
 
 Short and obviously right rather than fast: the inverse-kernel convolution loops over size
 groups and holds one group's C*M channels at a time. The backward functions spell out the

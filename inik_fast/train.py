@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import checkpoint as ckpt
 from .config import INIKNetConfig
-from .data import FOLDER_DATASETS, PairCrops, SyntheticDefocus, SyntheticEval
+from .data import FOLDER_DATASETS, FOLDER_HINT, PairCrops, SyntheticDefocus, SyntheticEval
 from .data.augment import center_crop
 from .data.synthetic import VAL_SEED
 from .losses import MultiScaleLoss
@@ -102,8 +102,11 @@ class TrainConfig:
             need(isinstance(getattr(self, f.name), sum((_TYPES[t] for t in f.type.split(" | ")), ())), f.name, f.type)
         need(self.dataset == "synthetic" or self.dataset in FOLDER_DATASETS, "dataset", f"'synthetic' or one of {sorted(FOLDER_DATASETS)}")
         need(self.dataset == "synthetic" or self.data, "data", f"the root folder of the {self.dataset} dataset")
+        for f in ("data", "val_data"):
+            need(self.dataset != "synthetic" or getattr(self, f) is None, f, FOLDER_HINT)
         need(self.dataset != "cuhk", "dataset", "a dataset with sharp images (cuhk is blurry only)")
-        need((self.steps is None) != (self.epochs is None), "steps", "either steps or epochs (not both)")
+        need(self.steps is not None or self.epochs is not None, "steps", "either steps or epochs (one is required)")
+        need(self.steps is None or self.epochs is None, "steps", "either steps or epochs (not both)")
         need(self.steps is None or self.steps >= 1, "steps", "an integer >= 1")
         need(self.epochs is None or (self.epochs > 0 and self.dataset != "synthetic"), "epochs", "> 0, for a folder dataset (the synthetic stream has no epochs)")
         for f in ("crop", "batch", "accum", "log_every", "ckpt_every", "val_count"):
@@ -212,15 +215,19 @@ def _set_rng_state(state: dict, device) -> None:
 # the loop
 # ----------------------------------------------------------------------------------------------
 class _Log:
-    """train.log in OUT (rank 0 only): a header, then one line per event; flushed each time."""
+    """train.log in OUT (rank 0 only): a header, then one line per event; flushed each time.
+    With `echo` (no progress bar) every line is printed too."""
 
-    def __init__(self, path, enabled):
+    def __init__(self, path, enabled, echo=False):
         self.f = open(path, "a") if enabled else None
+        self.echo = enabled and echo
 
     def __call__(self, msg: str):
         if self.f:
             self.f.write(msg + "\n")
             self.f.flush()
+        if self.echo:
+            print(msg, flush=True)
 
     def close(self):
         if self.f:
@@ -249,14 +256,20 @@ def _autocast(device, dtype):
     return torch.autocast(device.type, dtype=dtype)
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Run (or resume) training; returns {"step", "checkpoint", "val", "losses" (this run's, per step)}."""
+def train(cfg: TrainConfig, given=None) -> dict:
+    """Run (or resume) training; returns {"step", "checkpoint", "val", "losses" (this run's, per step)}.
+
+    `given`: the names of the settings the user chose (the CLI passes its flags and --config
+    keys; default: the fields of `cfg` that differ from TrainConfig's defaults). A resumed run
+    keeps its checkpoint's settings: a given one that differs is refused, except the settings of
+    this invocation (where and how it runs, bookkeeping) and steps / epochs, which set a new length.
+    """
     rank, world, local_rank = _distributed()
     out = Path(cfg.out)
     resume_path = _resume_path(cfg, out)
     state = ckpt.training_state(resume_path) if resume_path else None
     if state is not None:
-        cfg = _merge_resumed(cfg, state["train"])
+        cfg = _merge_resumed(cfg, state["train"], given, resume_path, announce=rank == 0)
     cfg.check()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -281,13 +294,32 @@ def _resume_path(cfg, out):
     return Path(cfg.resume)
 
 
-def _merge_resumed(cfg: TrainConfig, stored: dict) -> TrainConfig:
-    """The stored run's settings, except those that belong to this invocation."""
+# Settings of an invocation rather than of the run: a resumed run takes them from the new one.
+_INVOCATION = ("resume", "stop_after", "progress", "workers", "threads", "device", "backend", "log_every", "val_every", "ckpt_every", "out")
+_LENGTH = ("steps", "epochs")
+
+
+def _merge_resumed(cfg: TrainConfig, stored: dict, given, path, announce: bool) -> TrainConfig:
+    """The stored run's settings with this invocation's; refuses given settings that would change the run."""
     merged = TrainConfig.from_dict(stored)
-    for f in ("resume", "stop_after", "progress", "workers", "threads", "device", "log_every", "val_every", "ckpt_every", "out"):
+    if given is None:
+        defaults = TrainConfig()
+        given = [f for f in TrainConfig.fields() if getattr(cfg, f) != getattr(defaults, f)]
+
+    def value(c, f):  # a model config compares by its fields, partial dicts filled with defaults
+        return INIKNetConfig.from_dict(c.model or {}) if f == "model" else getattr(c, f)
+
+    changed = [f for f in sorted(set(given) - set(_INVOCATION) - set(_LENGTH)) if value(cfg, f) != value(merged, f)]
+    if changed:
+        asked = ", ".join(f"{f}={getattr(cfg, f)!r} (the run has {getattr(merged, f)!r})" for f in changed)
+        raise ValueError(f"resume {path}: {asked}: a resumed run keeps its settings; drop these, or start a new run in another --out")
+    for f in _INVOCATION:
         setattr(merged, f, getattr(cfg, f))
-    if cfg.steps is not None and cfg.steps != merged.steps:  # extending a run keeps its milestones
-        merged.steps = cfg.steps
+    if (cfg.steps, cfg.epochs) != (None, None) and (cfg.steps, cfg.epochs) != (merged.steps, merged.epochs):
+        if announce:  # a new length keeps the run's milestones
+            new = f"steps {cfg.steps}" if cfg.steps is not None else f"epochs {cfg.epochs}"
+            print(f"resume {path}: {new} (the run had {merged.steps} steps)")
+        merged.steps, merged.epochs = cfg.steps, cfg.epochs
     return merged
 
 
@@ -331,7 +363,7 @@ def _train(cfg, state, resume_path, out, rank, world, device):
     val_items = make_val_items(cfg) if main else None
     if main:
         out.mkdir(parents=True, exist_ok=True)
-    log = _Log(out / "train.log", main)
+    log = _Log(out / "train.log", main, echo=not cfg.progress)
     log(_header(cfg, model, device, world, start, steps, resume_path))
 
     from tqdm import tqdm
@@ -373,7 +405,8 @@ def _train(cfg, state, resume_path, out, rank, world, device):
             val = validate(model, val_items, device, amp_dtype)
             msg = _val_line(done, val)
             log(msg)
-            bar.write(msg)
+            if cfg.progress:
+                bar.write(msg)
         if done % cfg.ckpt_every == 0 or done == stop:
             if main:
                 _save(out / "last.pt", cfg, model, opt, sched, scaler, done, device)
@@ -382,6 +415,11 @@ def _train(cfg, state, resume_path, out, rank, world, device):
     bar.close()
     if main and stop == steps:
         log(f"done: {steps} steps in {_hms(time.perf_counter() - t_run)} this run")
+    elif main:
+        hint = f"stopped after step {stop} of {steps}; to continue, run the same command with --resume (it reads {out / 'last.pt'})"
+        log(hint)
+        if cfg.progress:
+            print(hint)
     log.close()
     return {"step": stop, "checkpoint": str(out / "last.pt"), "val": val, "losses": history}
 
@@ -409,7 +447,13 @@ def _save(path, cfg, model, opt, sched, scaler, step, device):
 def _header(cfg, model, device, world, start, steps, resume_path) -> str:
     from . import __version__
 
-    backend = model.ops_backend(device)
+    # Under autocast the inverse-kernel conv sees the autocast dtype (which the cpu op does not
+    # take), while the atom bank stays in the parameters' dtype: name what each really runs on.
+    param_dtype = next(model.parameters()).dtype
+    conv_dtype = _AMP[cfg.amp] or param_dtype
+    backend, bank = model.ops_backend(device, conv_dtype), model.ops_backend(device, param_dtype)
+    if bank != backend:
+        backend += f" ({str(conv_dtype).replace('torch.', '')} inverse-kernel conv; atom bank {bank})"
     n_params = sum(p.numel() for p in model.parameters())
     lines = [
         f"# inik-fast {__version__} train, torch {torch.__version__}, {platform.machine()} {os.cpu_count()} CPUs, "

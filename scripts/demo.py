@@ -33,7 +33,7 @@ def worker(ckpt: str, backend: str, device: str, blurry_path: str, out_path: str
     model = checkpoint.load_model(ckpt, device=device, backend=backend)
     x = torch.load(blurry_path, weights_only=True)[None].to(device)
     with torch.no_grad():
-        model(x[..., :64, :64])  # warm-up: kernel selection, the atom bank cache
+        model(x[..., :64, :64])  # warm-up: kernel selection, allocator pools
         if device == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()

@@ -22,3 +22,5 @@ mkdir -p "$W"
 cp "$RUN/train.log" "$W/default.log"
 # The PSNR goal: held-out synthetic images (other photos and seeds than training) incl. the motorcycle pair.
 "$PY" -m inik_fast eval --checkpoint "$W/default.pt" --json "$W/default_eval.json" | tee "$W/default_eval.txt"
+# The same weights again, with the evaluation beside the training settings in the file's meta.
+"$PY" -m inik_fast export "$RUN/last.pt" "$W/default.pt" --eval-json "$W/default_eval.json"

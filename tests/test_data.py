@@ -103,6 +103,24 @@ def test_write_is_atomic(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png"]  # no temporary file left
 
 
+@pytest.mark.parametrize("ext,bits", [(".png", 8), (".png", 16), (".tif", 16)])
+def test_write_takes_any_memory_layout(tmp_path, ext, bits):
+    # a transposed [3, H, W] tensor (as deblur writes it) made the 16-bit PNG encoder fail
+    img = np.ascontiguousarray(rand_img().transpose(2, 0, 1)).transpose(1, 2, 0)
+    assert not img.flags.c_contiguous
+    write_image(tmp_path / f"x{ext}", img, bits)
+    assert np.abs(read_image(tmp_path / f"x{ext}")[0] - img).max() <= 0.5 / (2**bits - 1) + 1e-7
+
+
+def test_write_errors_name_the_file_and_create_nothing(tmp_path):
+    for bad, what in ((np.zeros((4, 4)), r"\[H, W, 3\]"), (np.full((4, 4, 3), np.nan), "finite")):
+        target = tmp_path / "new" / "x.png"
+        with pytest.raises(ImageError, match=what) as e:
+            write_image(target, bad, 16)
+        assert str(target) in str(e.value) and "\n" not in str(e.value)
+        assert not (tmp_path / "new").exists()
+
+
 # ----------------------------------------------------------------------------------------------
 # augmentation
 # ----------------------------------------------------------------------------------------------

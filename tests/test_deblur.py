@@ -4,9 +4,12 @@ import torch
 
 from inik_fast import INIKNet, INIKNetConfig
 from inik_fast.data import ImageError, SyntheticEval, write_image
+from inik_fast.data.image_io import READ_EXTS
 from inik_fast.deblur import deblur, expand_inputs, output_paths, tiled_forward
 
 TINY = INIKNetConfig(base_ch=8, num_res_unet=1, num_res_lstm=1, basis_num=2, max_kernel_size=5)
+# Small tiles on small images, on purpose: the costly-tiling warning is tested in test_python_api.py.
+pytestmark = pytest.mark.filterwarnings("ignore:tiles of .* compute")
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +93,14 @@ def test_expand_inputs_and_output_paths(tmp_path):
     with pytest.raises(ImageError, match="is one of the inputs"):
         output_paths(files[:1], files[0], None)
     assert [p.name for p in output_paths(files, tmp_path / "in", "tiff")] == ["a.tiff", "b.tiff", "c.tiff"]
+
+
+def test_output_file_of_every_readable_format_or_a_refusal(tmp_path):
+    # -o x.webp created a folder named x.webp
+    write_image(tmp_path / "a.png", torch.rand(16, 16, 3).numpy())
+    files = [tmp_path / "a.png"]
+    for ext in READ_EXTS:
+        assert output_paths(files, tmp_path / f"o{ext}", None) == [tmp_path / f"o{ext}"], ext
+    with pytest.raises(ImageError, match=r"x\.gif: cannot write \.gif images; expected a folder or a file ending in \.png"):
+        output_paths(files, tmp_path / "x.gif", None)
+    assert output_paths(files, tmp_path / "run.v2", None) == [tmp_path / "run.v2" / "a.png"]  # a folder name with a dot

@@ -168,6 +168,44 @@ def test_a_killed_process_resumes_from_its_last_checkpoint(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resume_refuses_flags_that_would_change_the_run(tmp_path, capsys):
+    """--crop was dropped silently on resume while --steps was honoured; an explicit flag that
+    equals the default (--batch 4) must count as given too."""
+    from inik_fast.cli import main
+
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY))
+    flags = {"--model-config": tmp_path / "tiny.json", "--steps": 2, "--crop": 32, "--batch": 2, "--backend": "reference",
+             "--out": tmp_path / "run", "--val-count": 1, "--val-crop": 32}  # fmt: skip
+
+    def train_cli(**changes):
+        args = {**flags, **{"--" + k.replace("_", "-"): v for k, v in changes.items()}}
+        return main(["train", "--no-progress", *[str(a) for kv in args.items() for a in kv]])
+
+    assert train_cli(stop_after=1) == 0
+    capsys.readouterr()
+    last = tmp_path / "run" / "last.pt"
+    for flag, value, stored in (("crop", 48, 32), ("batch", 4, 2)):
+        assert train_cli(resume="auto", **{flag: value}) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{flag}={value} (the run has {stored})" in err, err
+        assert load_file(last)["step"] == 1
+    # settings of this invocation change freely; a new length is applied, and said
+    assert train_cli(resume="auto", steps=3, log_every=2, backend="cpu" if "cpu" in backends.available_backends() else "reference") == 0
+    assert "steps 3 (the run had 2 steps)" in capsys.readouterr().out
+    assert load_file(last)["step"] == 3 and load_file(last)["train"]["crop"] == 32
+
+
+def test_no_progress_prints_the_log_and_the_resume_hint(tmp_path, capsys):
+    # with --no-progress, training printed nothing at all, and --stop-after ended without a word
+    run(tmp_path, steps=4, stop_after=2, log_every=1)  # progress=False
+    out = capsys.readouterr().out
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert out.startswith("# inik-fast") and all(line in out for line in log.splitlines())
+    assert "step 1/4 loss" in out and "step 2/4 loss" in out
+    hint = f"stopped after step 2 of 4; to continue, run the same command with --resume (it reads {tmp_path / 'run' / 'last.pt'})"
+    assert hint in out and hint in log
+
+
 def test_resume_refuses_unusable_checkpoints(tmp_path):
     with pytest.raises(CheckpointError, match="not an inik-fast training checkpoint; cannot resume from it"):
         run(tmp_path, resume=str(DEFAULT_WEIGHTS))
@@ -205,6 +243,22 @@ def test_amp_bf16_and_folder_dataset_with_epochs(tmp_path):
     assert res["val"]["input_psnr"] > 10
     with pytest.raises(ValueError, match="epochs"):
         run(tmp_path, steps=None, epochs=1)  # the synthetic stream has no epochs
+
+
+@pytest.mark.parametrize("amp", ["none", "bf16"])
+def test_log_header_names_the_backends_that_ran(tmp_path, monkeypatch, amp):
+    """The cpu op takes float32 and float64 only, so under CPU bf16 autocast "auto" runs the
+    reference inverse-kernel conv (the atom bank stays float32): the header said "backend cpu"."""
+    from inik_fast import ops
+
+    ran = {"ikconv": set(), "atom_bank": set()}
+    real = ops._op
+    monkeypatch.setattr(ops, "_op", lambda kind, backend: ran[kind].add(backend) or real(kind, backend))
+    run(tmp_path, steps=1, amp=amp, backend="auto", device="cpu")
+    header = (tmp_path / "run" / "train.log").read_text().splitlines()[0]
+    (conv,), (bank,) = ran["ikconv"], ran["atom_bank"]
+    assert re.search(r"backend (\w+)", header).group(1) == conv, header
+    assert (bank == conv) == ("atom bank" not in header) and (bank == conv or f"atom bank {bank}" in header), header
 
 
 def test_torchrun_two_cpu_processes_match_one(tmp_path):

@@ -159,6 +159,8 @@ def _check_split(ds, split):
 
 
 FOLDER_DATASETS = {c.name: c for c in (DPDD, LFDOF, RealDOF, RTF, CUHK, PairsFolder)}
+# A folder given with the synthetic dataset (the default) would be ignored.
+FOLDER_HINT = f"no folder for the synthetic dataset (the default); name the folder's layout with --dataset ({', '.join(sorted(FOLDER_DATASETS))})"
 
 
 class PairCrops:

@@ -16,7 +16,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 READ_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
-WRITE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+WRITE_EXTS = READ_EXTS
+_PIL_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP", ".webp": "WEBP"}
+_PIL_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True}}  # a deblurred photo gains no WebP artefacts
 # Pillow's own decompression-bomb threshold (about 89 MP); larger photos need max_pixels.
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 _8BIT_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "La")
@@ -135,27 +137,35 @@ def _to_rgb_float(arr: np.ndarray, bits: int, path) -> np.ndarray:
 
 
 def _quantize(img: np.ndarray, bits: int) -> np.ndarray:
+    """Integer pixels, C-contiguous (the PNG encoder refuses other strides)."""
     top = 2**bits - 1
-    return np.round(np.clip(img, 0.0, 1.0) * top).astype(np.uint16 if bits == 16 else np.uint8)
+    q = np.round(np.clip(img, 0.0, 1.0) * top).astype(np.uint16 if bits == 16 else np.uint8)
+    return np.ascontiguousarray(q)
 
 
 def encode_image(img: np.ndarray, ext: str, bits: int = 8) -> bytes:
-    """`img` (float [H, W, 3] in [0, 1]) encoded as PNG, JPEG (8-bit only) or TIFF."""
+    """`img` (float [H, W, 3] in [0, 1]) encoded as PNG or TIFF (8 or 16 bits), or JPEG, BMP or
+    lossless WebP (8 bits)."""
     ext = ext.lower()
     if ext not in WRITE_EXTS:
         raise ImageError(f"output format {ext!r}: expected one of {WRITE_EXTS}")
     if bits not in (8, 16):
         raise ImageError(f"bits={bits}: expected 8 or 16")
-    if ext in (".jpg", ".jpeg"):
-        bits = 8  # JPEG has no 16-bit baseline
+    img = np.asarray(img)
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype.kind != "f":
+        raise ImageError(f"expected a float [H, W, 3] image, got {img.dtype} [{', '.join(map(str, img.shape))}]")
+    if not np.isfinite(img).all():
+        raise ImageError("the image has values that are not finite (NaN or infinity)")
+    fmt = _PIL_FORMATS[ext]
+    if fmt not in ("PNG", "TIFF"):
+        bits = 8  # no 16-bit colour in baseline JPEG, BMP or WebP
     q = _quantize(img, bits)
     if bits == 16:
         import imagecodecs
 
-        return bytes(imagecodecs.png_encode(q) if ext == ".png" else imagecodecs.tiff_encode(q))
+        return bytes(imagecodecs.png_encode(q) if fmt == "PNG" else imagecodecs.tiff_encode(q))
     buf = io.BytesIO()
-    fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}[ext]
-    Image.fromarray(q).save(buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    Image.fromarray(q).save(buf, format=fmt, **_PIL_OPTIONS.get(fmt, {}))
     return buf.getvalue()
 
 
@@ -178,6 +188,13 @@ def atomic_write_bytes(path, data: bytes) -> None:
 
 
 def write_image(path, img: np.ndarray, bits: int = 8) -> None:
-    """Write float [H, W, 3] in [0, 1] to `path`; the format follows the extension."""
+    """Write float [H, W, 3] in [0, 1] to `path` (values outside are clipped), creating its
+    folder; the format follows the extension. The image is encoded first, so a failure leaves
+    no file and no new folder."""
     path = Path(path)
-    atomic_write_bytes(path, encode_image(img, path.suffix, bits))
+    try:
+        data = encode_image(img, path.suffix, bits)
+    except ImageError as e:
+        raise ImageError(f"{path}: {e}") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, data)

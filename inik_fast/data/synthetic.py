@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from .augment import apply_dihedral, center_crop, random_dihedral
-from .image_io import write_image
+from .image_io import is_image_path, write_image
 
 TRAIN_PHOTOS = (
     "astronaut", "brick", "chelsea", "clock", "coins", "grass", "gravel",
@@ -163,15 +163,27 @@ def _blur_params(rng: np.random.Generator, max_radius: float) -> tuple[str, floa
     return layout, float(rng.uniform()), float(rng.uniform(min(1.0, max_radius), max_radius))
 
 
-class SyntheticDefocus:
-    """Training stream: sample k is a crop x crop (blurry, sharp) pair from the training photos,
-    with random scale (0.5-1x), crop, flips, rotation, depth layout, focus and r_max."""
+class SyntheticDefocus(Dataset):
+    """Synthetic training pairs: item k is a (blurry, sharp) pair of float32 [3, crop, crop]
+    tensors in [0, 1] from the training photos, with random scale (0.5-1x), crop, flips,
+    rotation, depth layout, focus and r_max, all a pure function of (seed, k). `length` is only
+    what len() reports (for samplers and epochs); `sample(k)` takes any k >= 0."""
 
-    def __init__(self, crop: int, seed: int = 0, max_radius: float = 8.0, noise: float = 0.0):
+    def __init__(self, crop: int = 256, seed: int = 0, max_radius: float = 8.0, noise: float = 0.0, length: int = 1000):
         if crop < 1:
             raise ValueError(f"crop={crop}: expected a positive size")
-        self.crop, self.seed = crop, seed
+        if length < 0:
+            raise ValueError(f"length={length}: expected a number of items >= 0")
+        self.crop, self.seed, self.length = crop, seed, length
         self.max_radius, self.noise = _check_blur(max_radius, noise)
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, k):
+        if not 0 <= k < self.length:
+            raise IndexError(f"SyntheticDefocus: index {k} is outside 0..{self.length - 1}")
+        return self.sample(k)
 
     def sample(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, k])
@@ -242,6 +254,10 @@ def write_pairs(out, count: int, *, split: str = "train", crop: int = 256, seed:
     else:
         raise ValueError(f"split={split!r}: expected 'train' or 'eval'")
     kinds = ("blurry", "sharp")
+    for kind in kinds:  # another run's pairs would mix in, of other sizes, some overwritten
+        folder = out / kind
+        if folder.is_dir() and any(is_image_path(p) for p in folder.iterdir()):
+            raise ValueError(f"{folder} already holds images; write the pairs into an empty folder")
     for kind in kinds:
         (out / kind).mkdir(parents=True, exist_ok=True)
     written = []
