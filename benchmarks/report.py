@@ -145,6 +145,7 @@ def summary(data: dict, sweep: dict | None = None) -> str:
     for name, entries in sorted(groups.items(), key=lambda kv: (kv[1][0]["extra_info"].get("suite_rank", 0), kv[0])):
         release = next((b["extra_info"] for b in entries if b["extra_info"].get("backend") == "release"), {})
         title, dtype, shape = (name.split(" | ") + ["", ""])[:3]
+        title = re.sub(r" \(.*?\)", "", title)  # the suite's short name; the results file has the rest
         for b in sorted(entries, key=_order):
             e = b["extra_info"]
             if e.get("backend") == "release":

@@ -57,7 +57,7 @@ VARIANTS = [
     Variant("triton", "slab forward", {"INIK_FAST_TRITON_FORWARD": "slab"}, frozenset({"fwd"})),
     Variant("triton", "backward tile 16x16, 4 warps", {"INIK_FAST_TRITON_PINNED_TILE": "16,16,4"}, frozenset({"bwd"})),
     Variant("triton", "backward tile 16x16, 8 warps", {"INIK_FAST_TRITON_PINNED_TILE": "16,16,8"}, frozenset({"bwd"})),
-    Variant("triton", "dx: 2 programs per SM", {"INIK_FAST_TRITON_DX_PROGRAMS": "2"}, frozenset({"dx"})),
+    Variant("triton", "dx: 1 program per SM", {"INIK_FAST_TRITON_DX_PROGRAMS": "1"}, frozenset({"dx"})),
     Variant("triton", "dx: 4 programs per SM", {"INIK_FAST_TRITON_DX_PROGRAMS": "4"}, frozenset({"dx"})),
     Variant("triton", "half dots off", {"INIK_FAST_TRITON_HALF_DOTS": "0"}, frozenset({"fwd", "bwd"}), half=True),
 ]
