@@ -96,7 +96,7 @@ bench() {
   local jsons=()
   for f in "$WORK"/bench-ops.json "$WORK"/bench-model.json; do [ -s "$f" ] && jsons+=("$f"); done
   [ ${#jsons[@]} -gt 0 ] || return
-  if "$PY" benchmarks/report.py "${jsons[@]}" --out-dir "$WORK/report" >"$REPORT_MD" 2>>"$LOG"; then
+  if "$PY" benchmarks/report.py "${jsons[@]}" --out-dir "$WORK/report" --stages "$OUT/summary.txt" >"$REPORT_MD" 2>>"$LOG"; then
     cp "$WORK"/report/* "$OUT"/
   else
     record report FAIL 0 "benchmarks/report.py failed, see run.log"; FAILED=1

@@ -125,6 +125,8 @@ def markdown(data: dict) -> str:
 
     for name, entries in sorted(groups.items(), key=key):
         out += ["", f"### {name}", ""] + group_table(entries)
+    if data.get("gpu_check_stages"):
+        out += ["", "### Stages of the gpu_check.sh run (tests, sweep, profile)", "", "```", data["gpu_check_stages"].rstrip(), "```"]
     return "\n".join(out) + "\n"
 
 
@@ -185,6 +187,7 @@ def main(argv=None) -> int:
     p.add_argument("--readme", type=Path, help="write the summary table of the (one) machine into this README's "
                    "<!-- gpu-results:begin/end --> block (cuda results) or cpu-results block")
     p.add_argument("--sweep", type=Path, help="a sweep-<gpu>-<date>.json of the same run, for --readme")
+    p.add_argument("--stages", type=Path, help="gpu_check.sh's summary.txt, recorded with the results")
     args = p.parse_args(argv)
     if args.readme:
         (data,) = load(args.json).values()
@@ -195,6 +198,8 @@ def main(argv=None) -> int:
         return 0
     texts = []
     for data in load(args.json).values():
+        if args.stages:
+            data["gpu_check_stages"] = args.stages.read_text()
         text = markdown(data)
         texts.append(text)
         if not args.no_files:

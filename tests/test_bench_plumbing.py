@@ -55,6 +55,9 @@ def test_dry_run_passes_every_stage_and_writes_its_files(dry_run):
     assert {"summary.txt", "run.log"} <= set(files), files
     assert len([f for f in files if f.endswith(".md") and not f.startswith("sweep-")]) == 1, files
     assert "=== gpu_check summary" in proc.stdout[-12000:]  # the caller sees the last 12,000 characters
+    # the results record the stages before the benchmarks, the GPU tests among them
+    stages = json.loads(_results(out).read_text())["gpu_check_stages"]
+    assert re.search(r"^tests-gpu +ok ", stages, re.M) and re.search(r"^sweep +ok ", stages, re.M), stages
 
 
 def _results(out, prefix=""):
