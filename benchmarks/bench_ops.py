@@ -1,7 +1,9 @@
 """The two ops, every available backend beside the release's computation (one group per size).
 
-Op inputs rotate among enough sets to stream more than twice the last-level cache per cycle.
+Op inputs rotate among enough sets to stream more than twice the last-level cache per cycle. Each
+backend's rounds alternate with rounds of the release on the same inputs (measure.run).
 """
+import dataclasses
 import functools
 
 import torch
@@ -12,38 +14,49 @@ import workloads
 TRAIN_GRADS = ("atoms", "scale", "basis", "weight", "bias")
 
 
+def _steps(case, make):
+    """make(backend) -> step(i); the case's step and, unless it is the release, the release's."""
+    return make(case.backend), None if case.backend == "release" else make("release")
+
+
 def test_ikconv_forward(benchmark, case):
     sets = workloads.input_sets(functools.partial(workloads.ikconv_inputs, case), case.device)
 
-    def step(i):
-        t = sets[i]
-        with torch.no_grad():
-            return workloads.ikconv(case.backend, t["x"], t["atoms"], t["scale"], t["basis"], t["weight"], t["bias"])
+    def make(backend):
+        def step(i):
+            t = sets[i]
+            with torch.no_grad():
+                return workloads.ikconv(backend, t["x"], t["atoms"], t["scale"], t["basis"], t["weight"], t["bias"])
 
-    measure.run(benchmark, case, step, n_sets=len(sets))
+        return step
+
+    step, release_step = _steps(case, make)
+    measure.run(benchmark, case, step, n_sets=len(sets), release_step=release_step)
 
 
-def _train_step(case, x_grad: bool):
+def _train(benchmark, case, x_grad: bool):
     """Forward, then the gradients of every input that needs one for a fixed cotangent."""
     leaves = (("x",) if x_grad else ()) + TRAIN_GRADS
     sets = workloads.input_sets(functools.partial(workloads.ikconv_inputs, case, grads=leaves), case.device)
 
-    def step(i):
-        t = sets[i]
-        y = workloads.ikconv(case.backend, t["x"], t["atoms"], t["scale"], t["basis"], t["weight"], t["bias"])
-        return torch.autograd.grad(y, [t[k] for k in leaves], t["cotangent"])
+    def make(backend):
+        def step(i):
+            t = sets[i]
+            y = workloads.ikconv(backend, t["x"], t["atoms"], t["scale"], t["basis"], t["weight"], t["bias"])
+            return torch.autograd.grad(y, [t[k] for k in leaves], t["cotangent"])
 
-    return step, len(sets)
+        return step
+
+    step, release_step = _steps(case, make)
+    measure.run(benchmark, case, step, n_sets=len(sets), release_step=release_step)
 
 
 def test_ikconv_train(benchmark, case):
-    step, n = _train_step(case, x_grad=False)
-    measure.run(benchmark, case, step, n_sets=n)
+    _train(benchmark, case, x_grad=False)
 
 
 def test_ikconv_train_dx(benchmark, case):
-    step, n = _train_step(case, x_grad=True)
-    measure.run(benchmark, case, step, n_sets=n)
+    _train(benchmark, case, x_grad=True)
 
 
 def test_atom_bank(benchmark, case):
@@ -52,7 +65,9 @@ def test_atom_bank(benchmark, case):
     G, M = case.config.num_groups, case.config.basis_num
     cotangent = torch.randn(G, M, 2 * G + 1, 2 * G + 1, device=case.device, dtype=case.dtype)
 
-    def step(i):
-        return torch.autograd.grad(workloads.atoms_of(module, case), params, cotangent)
+    def make(backend):
+        twin = dataclasses.replace(case, backend=backend)
+        return lambda i: torch.autograd.grad(workloads.atoms_of(module, twin), params, cotangent)
 
-    measure.run(benchmark, case, step)
+    step, release_step = _steps(case, make)
+    measure.run(benchmark, case, step, release_step=release_step)

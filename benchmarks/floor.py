@@ -25,14 +25,16 @@ def window_taps(G: int) -> int:
     return sum((2 * g + 3) ** 2 for g in range(G))
 
 
-def ikconv_macs(B, C, H, W, G, M, O, *, backward=False, need_x_grad=False) -> int:
+def ikconv_macs(B, C, H, W, G, M, O, *, backward=False, need_x_grad=False, recompute=True) -> int:
     """Forward: the responses D (taps * C * M per pixel) plus the mixing (O * G * C * M per pixel);
-    20,370 + 630 per pixel for the release config. The backward alone recomputes D and forms the
-    parameter gradients (about 2x the forward); the image gradient adds one more forward's worth."""
+    20,370 + 630 per pixel for the release config. The backward forms the parameter gradients (the
+    atom-gradient correlation, one forward's worth) and, with `recompute` (the fused backends'
+    design: D is never stored), recomputes D (one more); the image gradient adds one more. Without
+    `recompute` it is the minimal work, with D stored by the forward."""
     fwd = B * H * W * (window_taps(G) * C * M + O * G * C * M)
     if not backward:
         return fwd
-    return fwd * (3 if need_x_grad else 2)
+    return fwd * (1 + int(recompute) + int(need_x_grad))
 
 
 def atom_bank_macs(G, M, Hd, D, *, backward=False) -> int:

@@ -75,10 +75,27 @@ def peak_extra_bytes(fn, device: str) -> tuple[int | None, float]:
     return peak, seconds
 
 
-def run(benchmark, case: "workloads.Case", step, *, n_sets: int = 1) -> None:
-    """Benchmark step(i) (i cycles over the n_sets input sets) for `case` and record extra_info."""
+def _seconds(fn, device: str) -> float:
+    """Wall time of fn() on the CPU; CUDA-event time of the work it queues on a GPU."""
+    if torch.device(device).type != "cuda":
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3
+
+
+def run(benchmark, case: "workloads.Case", step, *, n_sets: int = 1, release_step=None) -> None:
+    """Benchmark step(i) (i cycles over the n_sets input sets) for `case` and record extra_info.
+
+    The first call (compilation, autotuning, cold caches) is timed on its own. With `release_step`
+    (the same work by the release), every round times the release and then the case, so that a
+    drift in the machine's load lands on both sides of the speed-up alike."""
     p, device = case.profile, case.device
-    cuda = torch.device(device).type == "cuda"
     counter = itertools.count()
 
     def call():
@@ -87,30 +104,31 @@ def run(benchmark, case: "workloads.Case", step, *, n_sets: int = 1) -> None:
     if benchmark.disabled:  # --benchmark-disable: run once as a test
         call()
         return
-    for _ in range(p.warmup):
+    first_s = _seconds(call, device)
+    for _ in range(p.warmup - 1):
         call()
     sync(device)
     peak, probe_s = peak_extra_bytes(call, device)
     rounds = max(p.min_rounds, min(p.max_rounds, int(p.target_s / max(probe_s, 1e-9))))
+    if release_step is not None:
+        release_counter = itertools.count()
 
-    event_s = []
+        def release_call():
+            return release_step(next(release_counter) % n_sets)
+
+        release_call()  # its first call is the release case's business
+    own_s, release_s = [], []
 
     def timed():
-        if not cuda:
-            call()
-            return
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        call()
-        end.record()
-        end.synchronize()
-        event_s.append(start.elapsed_time(end) / 1e3)
+        if release_step is not None:
+            release_s.append(_seconds(release_call, device))
+        own_s.append(_seconds(call, device))
 
     benchmark.group = case.group
     benchmark.pedantic(timed, rounds=rounds, iterations=1, warmup_rounds=0)
-    event_median = statistics.median(event_s) if event_s else None
-    seconds = event_median if event_median is not None else benchmark.stats.stats.median
+    seconds = statistics.median(own_s)
     macs = workloads.macs(case.suite, case.shape, case.config)
+    macs_minimal = workloads.macs(case.suite, case.shape, case.config, minimal=True)
     peak_fma, _ = floor.peak_fma(device)
     benchmark.extra_info.update(
         suite=case.suite,
@@ -120,12 +138,16 @@ def run(benchmark, case: "workloads.Case", step, *, n_sets: int = 1) -> None:
         dtype=workloads.dtype_name(case.dtype),
         shape=case.shape_text,
         time_s=seconds,
-        cuda_event_median_s=event_median,
+        timing="CUDA events" if torch.device(device).type == "cuda" else "wall clock",
+        first_call_s=first_s,
+        release_paired_s=statistics.median(release_s) if release_s else None,
         peak_extra_bytes=peak,
         macs=macs,
+        macs_minimal=macs_minimal,
         gflops=2 * macs / seconds / 1e9,
         peak_fma_per_s=peak_fma,
         floor_fraction=floor.floor_fraction(macs, seconds, peak_fma),
+        floor_fraction_minimal=floor.floor_fraction(macs_minimal, seconds, peak_fma),
         input_sets=n_sets,
         rounds=rounds,
     )

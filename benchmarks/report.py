@@ -73,25 +73,42 @@ def _order(b) -> tuple:
     return (BACKEND_ORDER.index(backend) if backend in BACKEND_ORDER else len(BACKEND_ORDER), backend)
 
 
+def speedup(e: dict, release: dict) -> str:
+    """The release's time over this entry's: from the rounds interleaved with it where recorded
+    (release_paired_s), else from the release's own entry of the run."""
+    return ratio(e.get("release_paired_s") or release.get("time_s"), e.get("time_s"))
+
+
+def floors(e: dict) -> str:
+    """Fraction of the floor: the minimal work (the op's backward with D stored) / the design's own
+    (D recomputed), one number where they agree."""
+    design, minimal = e.get("floor_fraction"), e.get("floor_fraction_minimal", e.get("floor_fraction"))
+    if design is None:
+        return "n/a"
+    if abs(minimal - design) <= 1e-12 * design:
+        return f"{100 * design:.3g}%"
+    return f"{100 * minimal:.3g}% / {100 * design:.3g}%"
+
+
 def group_table(entries: list) -> list[str]:
     release = next((b["extra_info"] for b in entries if b["extra_info"].get("backend") == "release"), {})
     lines = [
-        "| backend | median | speed-up vs release | peak extra memory | memory / release | GFLOP/s | floor |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| backend | median | first call | speed-up vs release | peak extra memory | memory / release | GFLOP/s | floor |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for b in sorted(entries, key=_order):
         e = b["extra_info"]
         t = e.get("time_s", b["stats"]["median"])
-        frac = e.get("floor_fraction")
         lines.append(
-            "| {} | {} | {} | {} | {} | {} | {} |".format(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |".format(
                 e.get("backend", b["name"]),
                 fmt_time(t),
-                ratio(release.get("time_s"), t),
+                fmt_time(e.get("first_call_s")),
+                "1x" if e is release else speedup(e, release),
                 fmt_bytes(e.get("peak_extra_bytes")),
                 ratio(e.get("peak_extra_bytes"), release.get("peak_extra_bytes"), ""),
                 f"{e['gflops']:.3g}" if e.get("gflops") is not None else "n/a",
-                f"{100 * frac:.3g}%" if frac is not None else "n/a",
+                floors(e),
             )
         )
     return lines
@@ -112,9 +129,12 @@ def markdown(data: dict) -> str:
         f"- Peak fp32 FMA rate for the floor: {peak} ({info['peak_source']})",
         f"- TF32: {info.get('allow_tf32', 'not recorded')} (off: float32 entries, the release's included, compute in float32)",
         "- Median: " + ("the CUDA-event median of the timed rounds" if gpu else "the wall-clock median of the timed rounds")
-        + "; speed-up = release median / this median, measured in the same run; memory = peak extra memory of one call"
+        + "; first call = the first call alone (compilation, autotuning, cold caches); speed-up = release median / this"
+        + " median, from rounds that alternate with the release's on the same inputs where recorded, else from the"
+        + " release's own entry of the run; memory = peak extra memory of one call"
         + (" (CUDA caching allocator)" if gpu else " (peak resident set above the one before the call)")
-        + "; floor = time at the peak FMA rate for the work's MACs / median.",
+        + "; floor = time at the peak FMA rate for the work's MACs / median, for the minimal work (the op's backward"
+        + " with D stored) / the design's own (D recomputed), one number where they agree.",
     ]
     groups: dict = {}
     for b in data["benchmarks"]:
@@ -138,7 +158,7 @@ def summary(data: dict, sweep: dict | None = None) -> str:
         f"{info['device_name']}, torch {info['torch']}, triton {info.get('triton')}, {info['date']} "
         f"(`benchmarks/results/{stem(data)}.md`; TF32 off):",
         "",
-        "| workload | dtype | backend | median | speed-up vs release | peak extra memory (÷ release) | floor |",
+        "| workload | dtype | backend | median | speed-up vs release | peak extra memory (÷ release) | floor (minimal / design) |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: |",
     ]
     groups: dict = {}
@@ -152,12 +172,10 @@ def summary(data: dict, sweep: dict | None = None) -> str:
             e = b["extra_info"]
             if e.get("backend") == "release":
                 continue
-            frac = e.get("floor_fraction")
             lines.append(
                 f"| {title}, {shape} | {dtype} | {e['backend']} | {fmt_time(e.get('time_s'))} | "
-                f"**{ratio(release.get('time_s'), e.get('time_s'))}** | {fmt_bytes(e.get('peak_extra_bytes'))} "
-                f"({ratio(e.get('peak_extra_bytes'), release.get('peak_extra_bytes'), '')}) | "
-                + (f"{100 * frac:.3g}% |" if frac is not None else "n/a |")
+                f"**{speedup(e, release)}** | {fmt_bytes(e.get('peak_extra_bytes'))} "
+                f"({ratio(e.get('peak_extra_bytes'), release.get('peak_extra_bytes'), '')}) | {floors(e)} |"
             )
     if sweep:
         lines += ["", f"Kernel-variant sweep of the same run (`benchmarks/results/sweep-{slug(sweep['device'])}-"

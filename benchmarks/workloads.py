@@ -61,7 +61,7 @@ PROFILES = {
         atom_bank=(F32,),
         model_eval=((1, 512, 512, F32),),
         train_step=((1, 256, 256, F32),),
-        warmup=1, target_s=3.0, min_rounds=3, max_rounds=20,
+        warmup=1, target_s=3.0, min_rounds=5, max_rounds=20,
     ),
     # a DPDD test image (1680x1120) for inference, the release's training batch for training
     "cuda": Profile(
@@ -244,8 +244,9 @@ def train_loss(outs, targets):
 # MAC floors
 # ---------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=None)
-def macs(suite: str, shape: tuple, cfg: INIKNetConfig) -> int:
-    """The floor of one timed call of `suite` at `shape` (the same for every backend)."""
+def macs(suite: str, shape: tuple, cfg: INIKNetConfig, minimal: bool = False) -> int:
+    """The work of one timed call of `suite` at `shape`, the same for every backend: the design's
+    own (the op's backward recomputes D), or with `minimal` the least (D stored by the forward)."""
     G, M = cfg.num_groups, cfg.basis_num
     if suite == "atom_bank":
         return sum(floor.atom_bank_macs(G, M, cfg.inr_hidden, cfg.coord_dim, backward=b) for b in (False, True))
@@ -253,7 +254,8 @@ def macs(suite: str, shape: tuple, cfg: INIKNetConfig) -> int:
     if suite == "ikconv_forward":
         return floor.ikconv_macs(B, C, H, W, G, M, C)
     if suite in ("ikconv_train", "ikconv_train_dx"):
-        bwd = floor.ikconv_macs(B, C, H, W, G, M, C, backward=True, need_x_grad=suite == "ikconv_train_dx")
+        bwd = floor.ikconv_macs(B, C, H, W, G, M, C, backward=True, need_x_grad=suite == "ikconv_train_dx",
+                                recompute=not minimal)
         return floor.ikconv_macs(B, C, H, W, G, M, C) + bwd
     with torch.device("meta"):
         net = INIKNet(cfg, backend="reference")

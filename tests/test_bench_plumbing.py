@@ -93,10 +93,16 @@ def test_report_tables_from_the_dry_run(dry_run, tmp_path):
         table = md.split(f"### {group}\n", 1)[1].split("\n\n###", 1)[0]
         rows = table.strip().splitlines()[2:]  # after the header and the alignment row
         assert [r.split(" | ")[0][2:] for r in rows] == backends, table  # release first, then by backend
-        assert rows[0].split(" | ")[2] == "1x", rows[0]  # release against itself
+        assert rows[0].split(" | ")[3] == "1x", rows[0]  # release against itself
         for b in mine:
             e = b["extra_info"]
-            assert e["time_s"] > 0 and e["macs"] > 0 and e["floor_fraction"] > 0, e
+            assert e["time_s"] > 0 and e["macs"] > 0 and e["floor_fraction"] > 0 and e["first_call_s"] > 0, e
+            # every backend's rounds alternate with the release's
+            assert (e["release_paired_s"] is None) == (e["backend"] == "release"), e
+            assert e["release_paired_s"] is None or e["release_paired_s"] > 0, e
+            # two floors: the op's backward with D stored (2 forwards' work, 3 with dx) or recomputed (3, 4)
+            parts = {"ikconv_train": 2 / 3, "ikconv_train_dx": 3 / 4}.get(suite, 1.0)
+            assert e["macs_minimal"] == round(parts * e["macs"]), e
             assert e["peak_extra_bytes"] is not None and e["device"] and e["dtype"] == "float32", e
     # the merged file is a valid input again and gives the same tables
     merged = sorted(tmp_path.glob("*.json"))
