@@ -2,7 +2,7 @@
 
 "Fraction of the floor" = (MACs / peak FMA rate) / measured time: 1.0 would mean every FMA unit
 of the device did useful work of the op for the whole run. The op floors follow
-shared/design/OPS.md; the model floors count the model's convolutions with
+docs/ops.md; the model floors count the model's convolutions with
 torch.utils.flop_counter on meta tensors (no data, no time) plus the op floors below.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-// Shape checks of the two ops (shared/design/OPS.md), shared by the CPU and CUDA backends: the C++
+// Shape checks of the two ops (docs/ops.md), shared by the CPU and CUDA backends: the C++
 // ops can be called directly (torch.ops.inik_fast.*), bypassing ops.py's validation. Messages are
 // one line, "<op>: <argument> must be ..., got ...". Devices and dtypes differ per backend and
 // are checked there (cpu/checks.h, cuda/cuda_checks.h).

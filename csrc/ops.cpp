@@ -1,4 +1,4 @@
-// Schemas of the inik_fast ops (shared/design/OPS.md). The kernels register per device in
+// Schemas of the inik_fast ops (docs/ops.md). The kernels register per device in
 // csrc/cpu and csrc/cuda; fake kernels and autograd are registered in inik_fast/ops.py.
 #include <Python.h>
 #include <torch/library.h>

@@ -1,4 +1,4 @@
-"""INIKNet as published (`shared/design/MODEL.md`), on the fused ops.
+"""INIKNet as published (the release's layers, parameters and state-dict keys), on the fused ops.
 
 Module names and registration order reproduce the release's state-dict keys, so release
 checkpoints load with `strict=True`.

@@ -1,4 +1,4 @@
-// CPU kernels of inik_fast::atom_bank_{forward,backward} (shared/design/OPS.md, op 1).
+// CPU kernels of inik_fast::atom_bank_{forward,backward} (docs/ops.md, op 1).
 //
 // Each of the G*M (group, atom) pairs is one work item that evaluates atom m's sine MLP at the
 // grid points of group g's window (mask != 0) only. The backward keeps one partial gradient per

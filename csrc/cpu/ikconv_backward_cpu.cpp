@@ -1,4 +1,4 @@
-// CPU kernel of inik_fast::ikconv_backward (gradient formulas in shared/design/OPS.md, op 2).
+// CPU kernel of inik_fast::ikconv_backward (gradient formulas in docs/ops.md, op 2).
 //
 // Per tile, group g and channel c:
 //   E[m] = sum_o Gam[o] weight[o,g,c,m] and F[m] = E[m] S[g] Bt[m] on the tile (and its halo

@@ -1,4 +1,4 @@
-// Shared pieces of the CPU inverse-kernel convolution (shared/design/OPS.md, op 2): argument
+// Shared pieces of the CPU inverse-kernel convolution (docs/ops.md, op 2): argument
 // checks, the tile geometry, tile buffers with a zero-padded halo, and the windowed
 // multiply-accumulate that computes D = atom (*) x for a few atoms at once.
 //

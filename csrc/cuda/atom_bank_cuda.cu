@@ -1,4 +1,4 @@
-// The atom bank's kernels (shared/design/OPS.md, op 1): every atom's 2-layer sine MLP at every
+// The atom bank's kernels (docs/ops.md, op 1): every atom's 2-layer sine MLP at every
 // point of the G x K x K grid in one launch, and its parameter gradients as per-block partial
 // sums in another.
 #include "atom_bank_cuda.h"

@@ -1,4 +1,4 @@
-// The atom bank ops on CUDA (shared/design/OPS.md, op 1): argument checks, allocation and the
+// The atom bank ops on CUDA (docs/ops.md, op 1): argument checks, allocation and the
 // reduction of the backward's partial sums around the kernels of atom_bank_cuda.cu.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>

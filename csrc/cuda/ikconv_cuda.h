@@ -1,5 +1,5 @@
 // Shapes, tile geometry and launchers of the inverse-kernel convolution kernels
-// (shared/design/OPS.md, op 2): the forward (ikconv_cuda_fwd.cu) and the three backward kernels
+// (docs/ops.md, op 2): the forward (ikconv_cuda_fwd.cu) and the three backward kernels
 // (ikconv_cuda_bwd_*.cu), called from ikconv_cuda_ops.cpp.
 //
 // Image tiles are kTile x kTile pixels. In the forward and pixel-gradient kernels lane l of warp

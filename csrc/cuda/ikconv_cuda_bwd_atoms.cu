@@ -1,4 +1,4 @@
-// Backward of the inverse-kernel convolution, part 2: the atoms' gradient (shared/design/OPS.md)
+// Backward of the inverse-kernel convolution, part 2: the atoms' gradient (docs/ops.md)
 //   datoms[g,m,R+u,R+v] = sum_{b,c,p} F[b,g,c,m,p] x~[b,c,p+(u,v)],  F = S Bt sum_o Gam Wt
 // a matrix product over pixels per tile: [MC atoms x pixels] x [pixels x window taps].
 #include "ikconv_tile.cuh"

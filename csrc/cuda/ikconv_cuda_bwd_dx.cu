@@ -1,4 +1,4 @@
-// Backward of the inverse-kernel convolution, part 3: the image gradient (shared/design/OPS.md)
+// Backward of the inverse-kernel convolution, part 3: the image gradient (docs/ops.md)
 //   dx[b,c,q] = (Gam[b,c,q] if residual) + sum_{g,m,u,v} atoms[g,m,R+u,R+v] F~[b,g,c,m,q-(u,v)]
 // with F = S Bt sum_o Gam Wt recomputed per tile and halo, never stored in device memory.
 #include <climits>

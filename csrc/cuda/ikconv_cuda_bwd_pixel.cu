@@ -1,5 +1,5 @@
 // Backward of the inverse-kernel convolution, part 1: the gradients that need the window sums D
-// (shared/design/OPS.md), recomputed per tile as in the forward:
+// (docs/ops.md), recomputed per tile as in the forward:
 //   dS[b,g,p] = sum_{c,m} E Bt D,  dBt[b,m,p] = sum_{g,c} E S D,  dWt[o,g,c,m] = sum_{b,p} Gam S Bt D
 // with E[b,g,c,m,p] = sum_o Gam[b,o,p] Wt[o,g,c,m].
 #include "ikconv_tile.cuh"

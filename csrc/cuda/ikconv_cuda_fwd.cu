@@ -1,4 +1,4 @@
-// Forward of the inverse-kernel convolution on CUDA (shared/design/OPS.md, op 2):
+// Forward of the inverse-kernel convolution on CUDA (docs/ops.md, op 2):
 //   y[b,o,p] = bias[o] + (x[b,o,p] if residual) + sum_{g,c,m} Wt[o,g,c,m] S[b,g,p] Bt[b,m,p] D[b,g,c,m,p]
 // with the window sums D computed per tile in registers and mixed into y at once.
 #include <climits>

@@ -1,4 +1,4 @@
-// The inverse-kernel convolution ops on CUDA (shared/design/OPS.md, op 2): argument checks,
+// The inverse-kernel convolution ops on CUDA (docs/ops.md, op 2): argument checks,
 // allocation and the reductions of partial sums around the kernels of ikconv_cuda_*.cu.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
