@@ -217,7 +217,7 @@ def atoms_of(module: INRAtoms, case: Case):
 
 def model(case: Case) -> INIKNet:
     torch.manual_seed(0)
-    return INIKNet(case.config, backend=case.backend).to(device=case.device, dtype=case.dtype)
+    return release.build_model(case.config, case.backend).to(device=case.device, dtype=case.dtype)
 
 
 def training_data(case: Case) -> tuple[torch.Tensor, list[torch.Tensor]]:

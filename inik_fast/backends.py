@@ -10,6 +10,7 @@ import os
 import torch
 
 from . import _extension
+from .errors import UserError
 
 BACKENDS = ("reference", "cpu", "triton", "cuda")
 ENV_VAR = "INIK_FAST_BACKEND"
@@ -18,6 +19,10 @@ _AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "referenc
 # The x dtypes of the ops' contract (`shared/design/OPS.md`).
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _DTYPES = {"reference": FLOAT_DTYPES, "cpu": (torch.float32, torch.float64), "cuda": FLOAT_DTYPES}
+
+
+class BackendError(UserError):
+    """A backend name that does not exist, or a backend that cannot run on the given tensors."""
 
 
 def _dtype_reasons(supported, dtype: torch.dtype | None) -> list[str]:
@@ -60,7 +65,7 @@ def not_supported_reasons(backend: str, device, dtype: torch.dtype | None = None
         return _triton_reasons(device, dtype)
     if backend in ("cpu", "cuda"):
         return _compiled_reasons(backend, device, dtype)
-    raise ValueError(f"backend={backend!r}: expected 'auto' or one of {BACKENDS}")
+    raise BackendError(f"backend={backend!r}: expected 'auto' or one of {BACKENDS}")
 
 
 def available_backends(device="cpu", dtype: torch.dtype | None = None) -> list[str]:
@@ -84,7 +89,7 @@ def resolve(backend: str, device, dtype: torch.dtype) -> str:
         f"{b}: " + (", ".join(r) if (r := not_supported_reasons(b, device, dtype)) else "available")
         for b in BACKENDS
     )
-    raise RuntimeError(f"backend {backend!r} cannot run on {device.type} {_name(dtype)} tensors. Backends: {report}")
+    raise BackendError(f"backend {backend!r} cannot run on {device.type} {_name(dtype)} tensors. Backends: {report}")
 
 
 def _name(dtype) -> str:

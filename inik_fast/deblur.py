@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from .data.image_io import WRITE_EXTS, ImageError, is_image_path
+from .errors import UserError
 
 DEFAULT_HALO = 96
 DEFAULT_BLEND = 16
@@ -48,7 +49,7 @@ def tiled_forward(model, x: torch.Tensor, tile: int, halo: int = DEFAULT_HALO, b
     if blend is None:
         blend = min(DEFAULT_BLEND, halo)
     if tile < 1 or halo < 0 or not 0 <= blend <= halo:
-        raise ValueError(f"tiling: tile={tile}, halo={halo}, blend={blend}: expected tile >= 1 and 0 <= blend <= halo")
+        raise UserError(f"tiling: tile={tile}, halo={halo}, blend={blend}: expected tile >= 1 and 0 <= blend <= halo")
     tile, halo = _round_up(tile, _ALIGN), _round_up(halo, _ALIGN)
     B, C, H, W = x.shape
     if tile >= H and tile >= W:

@@ -125,6 +125,40 @@ def test_bad_input_without_traceback_in_a_process(tmp_path, release_ckpt):
     assert "not an image" in proc.stderr and not (tmp_path / "o.png").exists()
 
 
+def test_user_errors_of_every_kind_are_one_line(tmp_path, release_ckpt, capsys):
+    """Perceptual weights, settings and output paths: each a one-line error, exit status 1."""
+    write_image(tmp_path / "a.png", np.zeros((16, 16, 3)))
+    (tmp_path / "file").write_text("not a folder")
+    (tmp_path / "free.json").write_text(json.dumps(dict(TINY.to_dict(), atoms="free")))
+    cases = [
+        (("eval", "--count", 1, "--checkpoint", release_ckpt, "--perceptual-weights", tmp_path / "none"), "not a folder"),
+        (("train", "--model-config", tmp_path / "free.json", "--backend", "release", "--steps", 1, "--out", tmp_path / "r"),
+         "needs atoms='inr'"),
+        (("deblur", tmp_path / "a.png", "-o", tmp_path / "file" / "b.png", "--checkpoint", release_ckpt), "cannot write"),
+    ]
+    for args, message in cases:
+        assert cli(*args) == 1, args
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and ": error: " in err and message in err, (args, err)
+
+
+@pytest.mark.parametrize("error", [RuntimeError("CUDA error: an illegal memory access"), ImportError("no module x"),
+                                   ValueError("ikconv: weight must be [O, G, C, M]")], ids=type)
+def test_unexpected_errors_keep_their_traceback_and_exit_2(tmp_path, release_ckpt, capsys, monkeypatch, error):
+    """A kernel failure or an internal bug is not bad input: no one-line "error:", exit status 2."""
+    import inik_fast.deblur
+
+    def fail(*a, **k):
+        raise error
+
+    monkeypatch.setattr(inik_fast.deblur, "deblur", fail)
+    write_image(tmp_path / "a.png", np.zeros((16, 16, 3)))
+    assert cli("deblur", tmp_path / "a.png", "-o", tmp_path / "b.png", "--checkpoint", release_ckpt) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and f"{type(error).__name__}: {error}" in err
+    assert "internal error" in err and ": error: " not in err
+
+
 def test_missing_default_checkpoint_is_a_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(checkpoint, "DEFAULT_WEIGHTS", tmp_path / "default.pt")
     write_image(tmp_path / "a.png", np.zeros((16, 16, 3)))

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..errors import UserError
+
 READ_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 WRITE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 # Pillow's own decompression-bomb threshold (about 89 MP); larger photos need max_pixels.
@@ -22,7 +24,7 @@ DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 _8BIT_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "La")
 
 
-class ImageError(ValueError):
+class ImageError(UserError):
     """An image that cannot be read or written; the message is one line."""
 
 
@@ -178,6 +180,11 @@ def atomic_write_bytes(path, data: bytes) -> None:
 
 
 def write_image(path, img: np.ndarray, bits: int = 8) -> None:
-    """Write float [H, W, 3] in [0, 1] to `path`; the format follows the extension."""
+    """Write float [H, W, 3] in [0, 1] to `path` (creating its folder); the format follows the extension."""
     path = Path(path)
-    atomic_write_bytes(path, encode_image(img, path.suffix, bits))
+    data = encode_image(img, path.suffix, bits)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, data)
+    except OSError as e:  # an output folder that cannot be written: the user's choice of path
+        raise ImageError(f"{path}: cannot write ({e.strerror or e})") from None
