@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from inik_fast import ops, release
+from inik_fast import ops
 from inik_fast.atoms import coords_and_mask
 
 # The ops' tensor arguments in call order; every ikconv input and the atom MLP weights have gradients.
@@ -24,8 +24,9 @@ def window_mask(G: int, dtype=torch.float64, device="cpu") -> torch.Tensor:
 
 
 def ikconv_case(B, C, H, W, G, M, O=None, *, bias=True, residual=None, dtype=torch.float64, device="cpu", seed=0):
-    """Inputs of inverse_kernel_conv, in float64 (cast them with `cast`). Atoms are zero outside
-    their windows, as the atom bank makes them; scale is a softmax over G+1 groups, as in the model."""
+    """Inputs of inverse_kernel_conv, in float64 (cast them with `cast`). Atoms are nonzero outside
+    their groups' windows too, where every backend must ignore them (a kernel that used the full
+    K x K window for every group would fail); scale is a softmax over G+1 groups, as in the model."""
     gen = torch.Generator().manual_seed(seed)
     O = C if O is None else O
     residual = (O == C) if residual is None else residual
@@ -36,7 +37,7 @@ def ikconv_case(B, C, H, W, G, M, O=None, *, bias=True, residual=None, dtype=tor
 
     case = dict(
         x=rnd(B, C, H, W),
-        atoms=rnd(G, M, K, K, s=0.3) * window_mask(G),
+        atoms=rnd(G, M, K, K, s=0.3),
         scale=torch.softmax(rnd(B, G + 1, H, W), 1)[:, 1:].contiguous(),
         basis=rnd(B, M, H, W),
         weight=rnd(O, G, C, M, s=0.2),
@@ -72,14 +73,6 @@ def ikconv_run(case: dict, backend: str, cotangent: torch.Tensor | None = None, 
     wanted = [k for k in grads if isinstance(leaves[k], torch.Tensor)]
     gs = torch.autograd.grad(y, [leaves[k] for k in wanted], cot, allow_unused=True) if y.numel() else [None] * len(wanted)
     return y.detach(), {k: g for k, g in zip(wanted, gs)}
-
-
-def release_op(x, atoms, scale, basis, weight, bias, residual):
-    """The release's computation in the inputs' own precision ("plain PyTorch at that precision")."""
-    dt = x.dtype
-    return release.release_inverse_kernel_conv(
-        x, atoms.to(dt), scale, basis, weight.to(dt), None if bias is None else bias.to(dt), residual
-    )
 
 
 def atom_bank_case(G, M, Hd=64, D=3, *, dtype=torch.float64, device="cpu", seed=0):
