@@ -34,6 +34,17 @@ def params(path):
     return load_file(path)["model"]
 
 
+def gradient_rel_diff(path_a, path_b) -> float:
+    """Relative norm of the difference of Adam's first moments in two checkpoints, all parameters
+    together. After the same steps each is the same linear combination of the steps' gradients,
+    so unlike the parameters (Adam ignores a uniform gradient scale) it sees a gradient off by
+    any factor."""
+    a, b = (load_file(p)["optimizer"]["state"] for p in (path_a, path_b))
+    assert a.keys() == b.keys() and a
+    num = sum((a[i]["exp_avg"] - b[i]["exp_avg"]).square().sum() for i in a)
+    return (num / sum(b[i]["exp_avg"].square().sum() for i in b)).sqrt().item()
+
+
 # ----------------------------------------------------------------------------------------------
 # losses and metrics
 # ----------------------------------------------------------------------------------------------
@@ -182,8 +193,7 @@ def test_gradient_accumulation_matches_the_larger_batch(tmp_path):
     big = run(tmp_path, "big", steps=2, batch=2)
     acc = run(tmp_path, "acc", steps=2, batch=1, accum=2)
     assert np.allclose(big["losses"], acc["losses"], rtol=1e-5)
-    a, b = params(big["checkpoint"]), params(acc["checkpoint"])
-    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6) for k in a)
+    assert gradient_rel_diff(acc["checkpoint"], big["checkpoint"]) < 1e-4
 
 
 def test_fused_backend_follows_the_reference(tmp_path):
@@ -218,5 +228,4 @@ def test_torchrun_two_cpu_processes_match_one(tmp_path):
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "world 2" in (tmp_path / "ddp" / "train.log").read_text()
-    a, b = params(single["checkpoint"]), params(tmp_path / "ddp" / "last.pt")
-    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6) for k in a)
+    assert gradient_rel_diff(tmp_path / "ddp" / "last.pt", single["checkpoint"]) < 1e-4
