@@ -199,9 +199,18 @@ def test_eval_and_synth_refuse_empty_counts(tmp_path, release_ckpt, capsys):
     assert "count=0: expected at least 1 pair" in capsys.readouterr().err and not (tmp_path / "p").exists()
 
 
+def test_release_baseline_is_a_backend_choice_of_deblur(tmp_path, release_ckpt):
+    write_image(tmp_path / "a.png", np.random.default_rng(0).random((40, 40, 3)))
+    for backend in ("reference", "release"):
+        args = ("deblur", tmp_path / "a.png", "-o", tmp_path / f"{backend}.tiff", "--checkpoint", release_ckpt)
+        assert cli(*args, "--backend", backend) == 0
+    reference, release = (read_image(tmp_path / f"{b}.tiff")[0] for b in ("reference", "release"))
+    assert np.abs(reference - release).max() <= 1 / 255  # the same model; 8-bit rounding apart
+
+
 def test_bench_prints_a_table(capsys):
-    assert cli("bench", "--tiny", "--size", 32, "--repeat", 1, "--backends", "reference") == 0
+    assert cli("bench", "--tiny", "--size", 32, "--repeat", 1, "--backends", "reference", "release") == 0
     out = capsys.readouterr().out
-    assert "| reference" in out and "ikconv fwd+bwd ms" in out and "model fwd ms" in out
+    assert "| reference" in out and "| release" in out and "ikconv fwd+bwd ms" in out and "model fwd ms" in out
     assert cli("bench", "--tiny", "--repeat", 0, "--backends", "reference") == 1  # was a table of "inf"
     assert "--repeat 0: expected an integer >= 1" in capsys.readouterr().err
