@@ -218,7 +218,7 @@ def atoms_of(module: INRAtoms, case: Case):
 def model(case: Case) -> INIKNet:
     """The model in float32; a bf16/fp16 case runs it under autocast (see `precision`)."""
     torch.manual_seed(0)
-    return INIKNet(case.config, backend=case.backend).to(device=case.device)
+    return release.build_model(case.config, case.backend).to(device=case.device)
 
 
 def precision(case: Case):

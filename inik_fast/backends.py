@@ -10,6 +10,7 @@ import os
 import torch
 
 from . import _extension
+from .errors import UserError
 
 BACKENDS = ("reference", "cpu", "triton", "cuda")
 ENV_VAR = "INIK_FAST_BACKEND"
@@ -20,6 +21,10 @@ FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _DTYPES = {"reference": FLOAT_DTYPES, "cpu": (torch.float32, torch.float64), "cuda": FLOAT_DTYPES}
 # The Triton kernels' float32 dots use TF32 tensor cores (Ampere on).
 _TRITON_MIN_CAPABILITY = (8, 0)
+
+
+class BackendError(UserError):
+    """A backend name that does not exist, or a backend that cannot run on the given tensors."""
 
 
 def _dtype_reasons(supported, dtype: torch.dtype | None) -> list[str]:
@@ -82,7 +87,7 @@ def not_supported_reasons(backend: str, device, dtype: torch.dtype | None = None
         return _triton_reasons(device, dtype)
     if backend in ("cpu", "cuda"):
         return _compiled_reasons(backend, device, dtype)
-    raise ValueError(f"backend={backend!r}: expected 'auto' or one of {BACKENDS}")
+    raise BackendError(f"backend={backend!r}: expected 'auto' or one of {BACKENDS}")
 
 
 def available_backends(device="cpu", dtype: torch.dtype | None = None) -> list[str]:
@@ -106,7 +111,7 @@ def resolve(backend: str, device, dtype: torch.dtype) -> str:
         f"{b}: " + (", ".join(r) if (r := not_supported_reasons(b, device, dtype)) else "available")
         for b in BACKENDS
     )
-    raise RuntimeError(f"backend {backend!r} cannot run on {device.type} {_name(dtype)} tensors. Backends: {report}")
+    raise BackendError(f"backend {backend!r} cannot run on {device.type} {_name(dtype)} tensors. Backends: {report}")
 
 
 def _name(dtype) -> str:

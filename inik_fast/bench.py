@@ -7,8 +7,9 @@ import time
 
 import torch
 
-from . import backends, ops
+from . import backends, ops, release
 from .config import INIKNetConfig
+from .errors import UserError
 from .evaluate import markdown_table
 from .model import INIKNet
 
@@ -53,7 +54,7 @@ def _cases(model: INIKNet, backend: str, size: int, batch: int):
             ops.inverse_kernel_conv(*xs, weight, bias, backend=backend).sum().backward()
 
         cases["ikconv fwd+bwd"] = ikconv_fwd_bwd
-    net = INIKNet(cfg, backend=backend).to(dev)
+    net = release.build_model(cfg, backend).to(dev)
     net.load_state_dict(model.state_dict())
 
     def model_fwd():
@@ -71,7 +72,7 @@ def _cases(model: INIKNet, backend: str, size: int, batch: int):
 def run_bench(device="auto", size=128, batch=1, repeat=3, names=None, tiny=False) -> str:
     for flag, value in (("--size", size), ("--batch", batch), ("--repeat", repeat)):
         if value < 1:
-            raise ValueError(f"{flag} {value}: expected an integer >= 1")
+            raise UserError(f"{flag} {value}: expected an integer >= 1")
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     torch.manual_seed(0)
     model = INIKNet(TINY if tiny else INIKNetConfig(), backend="reference").to(device)

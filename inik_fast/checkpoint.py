@@ -21,6 +21,7 @@ import torch
 
 from .config import INIKNetConfig
 from .data.image_io import atomic_write_bytes
+from .errors import UserError
 
 TRAIN_FORMAT = "inik_fast.train"
 WEIGHTS_FORMAT = "inik_fast.weights"
@@ -30,7 +31,7 @@ _WRAPPER_KEYS = ("state_dict", "model", "net", "params")
 _PREFIXES = ("module.", "_orig_mod.")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be used; the message is one line."""
 
 
@@ -39,8 +40,11 @@ def atomic_save(obj, path) -> None:
     truncated checkpoint under the final name."""
     buf = io.BytesIO()
     torch.save(obj, buf)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, buf.getvalue())
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, buf.getvalue())
+    except OSError as e:  # an output folder that cannot be written: the user's choice of path
+        raise CheckpointError(f"checkpoint {path}: cannot write ({e.strerror or e})") from None
 
 
 def _not_torch_file(path: Path) -> str | None:
@@ -151,11 +155,12 @@ def model_state(obj: dict, path) -> tuple[dict, INIKNetConfig]:
 
 
 def load_model(path, device="cpu", backend: str = "auto", model_class=None):
-    """An INIKNet (or `model_class`) in eval mode with the checkpoint's weights (float32 parameters)."""
-    from .model import INIKNet
+    """An INIKNet (or `model_class`) in eval mode with the checkpoint's weights (float32
+    parameters); backend "release" gives the release's computation (`release.ReleaseINIKNet`)."""
+    from .release import build_model
 
     sd, cfg = model_state(load_file(path), path)
-    model = (model_class or INIKNet)(cfg, backend=backend)
+    model = model_class(cfg, backend=backend) if model_class else build_model(cfg, backend)
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as e:

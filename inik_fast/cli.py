@@ -1,7 +1,9 @@
 """The `inik-fast` command line: info, train, eval, deblur, synth, export, bench.
 
-Errors in what the user gave (files, images, checkpoints, options, backends) end the command
-with one line on stderr and exit status 1, without a traceback (INIK_FAST_DEBUG=1 shows it).
+Errors in what the user gave (`errors.UserError`: files, images, checkpoints, settings, options,
+backends) end the command with one line on stderr and exit status 1, without a traceback
+(INIK_FAST_DEBUG=1 shows it). Any other exception is a failure of the program: its traceback is
+printed and the exit status is 2.
 """
 from __future__ import annotations
 
@@ -11,8 +13,11 @@ import json
 import os
 import sys
 import time
+import traceback
 import warnings
 from pathlib import Path
+
+from .errors import ConfigError, UserError
 
 
 def cmd_info(args) -> int:
@@ -105,11 +110,11 @@ def _read_json(path, what) -> dict:
     try:
         obj = json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise ValueError(f"{what} {path}: no such file") from None
+        raise ConfigError(f"{what} {path}: no such file") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"{what} {path}: not valid JSON ({e})") from None
+        raise ConfigError(f"{what} {path}: not valid JSON ({e})") from None
     if not isinstance(obj, dict):
-        raise ValueError(f"{what} {path}: expected a JSON object of settings, got a {type(obj).__name__}")
+        raise ConfigError(f"{what} {path}: expected a JSON object of settings, got a {type(obj).__name__}")
     return obj
 
 
@@ -145,9 +150,9 @@ def _load_model(args):
     from . import checkpoint
 
     if args.tile is not None and args.tile < 1:
-        raise ValueError(f"--tile {args.tile}: expected a tile size >= 1 px")
+        raise UserError(f"--tile {args.tile}: expected a tile size >= 1 px")
     if args.halo < 0:
-        raise ValueError(f"--halo {args.halo}: expected a context >= 0 px")
+        raise UserError(f"--halo {args.halo}: expected a context >= 0 px")
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     path = args.checkpoint or checkpoint.default_checkpoint()
     return checkpoint.load_model(path, device=device, backend=args.backend), path
@@ -296,12 +301,16 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"inik-fast {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError, RuntimeError, ImportError) as e:
+    except UserError as e:
         if os.environ.get("INIK_FAST_DEBUG") == "1":
             raise
         msg = " ".join(str(e).split()) or type(e).__name__
         print(f"inik-fast {args.command}: error: {msg}", file=sys.stderr)
         return 1
+    except Exception:
+        traceback.print_exc()
+        print(f"inik-fast {args.command}: internal error (traceback above), not a problem with the input", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ import dataclasses
 import json
 from pathlib import Path
 
+from .errors import ConfigError
+
 # The atom INR's input code: its dimension D for each `coords` option.
 COORD_DIMS = {"polar": 3, "grid": 2}
 _ATOMS = ("inr", "free")
@@ -31,7 +33,7 @@ class INIKNetConfig:
     def __post_init__(self):
         def need(ok: bool, field: str, expected: str):
             if not ok:
-                raise ValueError(f"INIKNetConfig.{field}={getattr(self, field)!r}: expected {expected}")
+                raise ConfigError(f"INIKNetConfig.{field}={getattr(self, field)!r}: expected {expected}")
 
         def is_int(v):
             return isinstance(v, int) and not isinstance(v, bool)
@@ -78,11 +80,11 @@ class INIKNetConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "INIKNetConfig":
         if not isinstance(d, dict):
-            raise ValueError(f"config: expected a JSON object, got {type(d).__name__}")
+            raise ConfigError(f"config: expected a JSON object, got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"config: unknown keys {unknown}; expected a subset of {sorted(known)}")
+            raise ConfigError(f"config: unknown keys {unknown}; expected a subset of {sorted(known)}")
         return cls(**d)
 
     @classmethod
@@ -90,7 +92,7 @@ class INIKNetConfig:
         try:
             d = json.loads(Path(path).read_text())
         except json.JSONDecodeError as e:
-            raise ValueError(f"config file {path}: not valid JSON ({e})") from None
+            raise ConfigError(f"config file {path}: not valid JSON ({e})") from None
         return cls.from_dict(d)
 
     def to_json(self, path) -> None:

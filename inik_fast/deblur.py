@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .data.image_io import DEFAULT_MAX_PIXELS, WRITE_EXTS, ImageError, is_image_path, read_image, write_image
+from .errors import UserError
 
 DEFAULT_HALO = 96
 DEFAULT_BLEND = 16
@@ -72,7 +73,7 @@ def tiled_forward(model, x: torch.Tensor, tile: int, halo: int = DEFAULT_HALO, b
     if blend is None:
         blend = min(DEFAULT_BLEND, halo)
     if tile < 1 or halo < 0 or not 0 <= blend <= halo:
-        raise ValueError(f"tiling: tile={tile}, halo={halo}, blend={blend}: expected tile >= 1 and 0 <= blend <= halo")
+        raise UserError(f"tiling: tile={tile}, halo={halo}, blend={blend}: expected tile >= 1 and 0 <= blend <= halo")
     B, C, H, W = x.shape
     cost = tiling_cost(H, W, tile, halo)
     if cost > COSTLY_TILING:

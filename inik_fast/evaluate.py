@@ -8,6 +8,7 @@ import numpy as np
 
 from .data import FOLDER_DATASETS, FOLDER_HINT, SyntheticEval
 from .deblur import DEFAULT_HALO, deblur
+from .errors import UserError
 from .metrics import image_metrics
 from .perceptual import lpips_if_available
 
@@ -18,18 +19,18 @@ def open_eval_set(dataset: str, root, split: str, count: int):
             raise ValueError(f"--data {root}: expected {FOLDER_HINT}")
         return SyntheticEval(count)
     if dataset not in FOLDER_DATASETS:
-        raise ValueError(f"--dataset {dataset}: expected 'synthetic' or one of {sorted(FOLDER_DATASETS)}")
+        raise UserError(f"--dataset {dataset}: expected 'synthetic' or one of {sorted(FOLDER_DATASETS)}")
     if root is None:
-        raise ValueError(f"--dataset {dataset}: needs --data, the dataset's root folder")
+        raise UserError(f"--dataset {dataset}: needs --data, the dataset's root folder")
     ds = FOLDER_DATASETS[dataset](root, split)
     if any(s is None for _, s in ds.pairs):
-        raise ValueError(f"{dataset} dataset has no sharp images to compare with: use `inik-fast deblur` on it")
+        raise UserError(f"{dataset} dataset has no sharp images to compare with: use `inik-fast deblur` on it")
     return ds
 
 
 def evaluate(model, dataset="synthetic", root=None, split="test", count=8, limit=None, tile=None, halo=DEFAULT_HALO, perceptual_weights=None) -> dict:
     if limit is not None and limit < 1:
-        raise ValueError(f"--limit {limit}: expected an integer >= 1")
+        raise UserError(f"--limit {limit}: expected an integer >= 1")
     ds = open_eval_set(dataset, root, split, count)
     device = next(model.parameters()).device
     lpips = lpips_if_available(perceptual_weights)

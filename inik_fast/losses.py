@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import ConfigError
 from .perceptual import LPIPS, VGGFeatureL1
 
 
@@ -34,7 +35,7 @@ class MultiScaleLoss(nn.Module):
         weights = {"mse": mse, "fft": fft, "lpips": lpips, "vgg": vgg}
         for name, w in weights.items():
             if not isinstance(w, (int, float)) or w < 0:
-                raise ValueError(f"loss weight {name}={w!r}: expected a number >= 0")
+                raise ConfigError(f"loss weight {name}={w!r}: expected a number >= 0")
         self.weights = {name: float(w) for name, w in weights.items()}
         self.lpips = LPIPS(perceptual_weights) if lpips > 0 else None
         self.vgg = VGGFeatureL1(perceptual_weights) if vgg > 0 else None

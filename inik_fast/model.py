@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import backends, ops, release
+from . import backends, ops
 from .atoms import FreeAtoms, INRAtoms
 from .config import INIKNetConfig
 
@@ -134,8 +134,8 @@ class INIKNet(nn.Module):
     """INIKNet. `forward(x)` takes [B, in_ch, H, W] images of any size and returns
     [out_1/4, out_1/2, out_full].
 
-    backend: "auto", "reference", "cpu", "triton" or "cuda" for the fused ops, or "release" for
-    the release's own computation (per-scale atom MLPs and 240-channel maps).
+    backend: "auto", "reference", "cpu", "triton" or "cuda" (the fused ops). The release's own
+    computation, the benchmarks' baseline, is `inik_fast.release.ReleaseINIKNet`.
     """
 
     def __init__(self, config: INIKNetConfig | None = None, backend: str = "auto"):
@@ -143,10 +143,8 @@ class INIKNet(nn.Module):
         cfg = config if config is not None else INIKNetConfig()
         if not isinstance(cfg, INIKNetConfig):
             raise TypeError(f"INIKNet: config must be an INIKNetConfig, got {type(cfg).__name__}")
-        if backend not in ("auto", "release", *backends.BACKENDS):
-            raise ValueError(f"INIKNet: backend={backend!r}: expected 'auto', 'release' or one of {backends.BACKENDS}")
-        if backend == "release" and cfg.atoms != "inr":
-            raise ValueError("INIKNet: backend='release' needs atoms='inr' (the release has INR atoms only)")
+        if backend not in ("auto", *backends.BACKENDS):
+            raise backends.BackendError(f"INIKNet: backend={backend!r}: expected 'auto' or one of {backends.BACKENDS}")
         self.config, self.backend = cfg, backend
         b, n, G, M, C = cfg.base_ch, cfg.num_res_unet, cfg.num_groups, cfg.basis_num, cfg.in_ch
         self.unet = UNet(C, b, n)
@@ -169,14 +167,14 @@ class INIKNet(nn.Module):
         return checkpoint.load_model(path, device=device, backend=backend, model_class=cls)
 
     def ops_backend(self, device, dtype: torch.dtype = torch.float32) -> str:
-        """The backend this model's forward runs on tensors of `device` and `dtype` ("release" as is)."""
-        return "release" if self.backend == "release" else backends.resolve(self.backend, device, dtype)
+        """The backend this model's forward runs on tensors of `device` and `dtype`."""
+        return backends.resolve(self.backend, device, dtype)
 
     # -- atoms -------------------------------------------------------------------------------
     def atoms(self) -> torch.Tensor:
         """The atom bank [G, M, K, K]. Evaluated once per forward and shared by the three scales;
         never cached across calls (a few ms), so in-place weight updates are always seen."""
-        return self.inr_conv("auto" if self.backend == "release" else self.backend)
+        return self.inr_conv(self.backend)
 
     # -- forward -----------------------------------------------------------------------------
     def forward(self, x):
@@ -204,19 +202,20 @@ class INIKNet(nn.Module):
         hb, hs = self.lstms_basis_select(f), self.lstms_scale_select(f)
         G, M, C = self.config.num_groups, self.config.basis_num, self.config.in_ch
         weight = self.sum.weight.view(C, G + 1, C, M)[:, 1:]
-        atoms = None if self.backend == "release" else self.atoms()
+        scales = [torch.softmax(self.scale_select(h), dim=1)[:, 1:] for h in hs]
+        bases = [self.basis_select(h) for h in hb]
+        return self._inverse_kernel_convs(xs, scales, bases, weight)
+
+    def _inverse_kernel_convs(self, xs, scales, bases, weight):
+        """The three scales' inverse-kernel convolutions, on one atom bank (the hook that
+        `release.ReleaseINIKNet` overrides)."""
+        atoms = self.atoms()
         outs = []
-        for xi, hbi, hsi in zip(xs, hb, hs):
-            scale = torch.softmax(self.scale_select(hsi), dim=1)[:, 1:]
-            basis = self.basis_select(hbi)
-            if self.backend == "release":
-                a = release.release_atoms(self.inr_conv, G, self.config.coords)
-                outs.append(release.release_inverse_kernel_conv(xi, a, scale, basis, weight, self.sum.bias))
-                continue
+        for x, scale, basis in zip(xs, scales, bases):
             dt = basis.dtype  # the autocast dtype under autocast, else x's
             outs.append(
                 ops.inverse_kernel_conv(
-                    xi.to(dt), atoms, scale.to(dt), basis, weight, self.sum.bias, residual=True, backend=self.backend
+                    x.to(dt), atoms, scale.to(dt), basis, weight, self.sum.bias, residual=True, backend=self.backend
                 )
             )
         return outs

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .errors import UserError
+
 VGG_TAPS = (2, 7, 14)  # conv1_2, conv2_2, conv3_3 of VGG19 `features`, before their ReLU
 _VGG19_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256)  # enough layers for module 14
 _ALEX_CHANNELS = (64, 192, 384, 256, 256)
@@ -25,8 +27,8 @@ HELP = (
 )
 
 
-class PerceptualWeightsError(ValueError):
-    pass
+class PerceptualWeightsError(UserError):
+    """Pretrained perceptual weights that are not given, not found or not usable."""
 
 
 def _find(folder, patterns: tuple[str, ...], what: str) -> Path:

@@ -1,8 +1,9 @@
 """The release's way of computing the atoms and the inverse-kernel convolution.
 
-Kept as the baseline that the benchmarks measure the fused ops against, and as the model's
-`backend="release"` path. It recomputes all G*M atoms (one small MLP call each) at every scale
-and materialises the [B, (G+1)*C*M, H, W] response maps (240 channels in the release config).
+Kept as the baseline that the benchmarks measure the fused ops against, and as
+`ReleaseINIKNet`, the model behind `--backend release`. It recomputes all G*M atoms (one small
+MLP call each) at every scale and materialises the [B, (G+1)*C*M, H, W] response maps (240
+channels in the release config).
 """
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from .atoms import group_code
+from .config import INIKNetConfig
+from .errors import ConfigError
+from .model import INIKNet
 
 
 def release_atoms(inr_atoms, num_groups: int, coords: str) -> torch.Tensor:
@@ -43,3 +47,28 @@ def release_inverse_kernel_conv(x, atoms, scale, basis, weight, bias=None, resid
     weight_full = torch.cat([weight.new_zeros(O, 1, C, M), weight], 1).view(O, (G + 1) * C * M, 1, 1)
     y = F.conv2d(maps.flatten(1, 2), weight_full, bias)
     return y + x if residual else y
+
+
+class ReleaseINIKNet(INIKNet):
+    """INIKNet with the release's computation of the inverse-kernel convolutions; the same
+    parameters, state dict and results as `INIKNet`."""
+
+    def __init__(self, config: INIKNetConfig | None = None):
+        super().__init__(config)
+        if self.config.atoms != "inr":
+            raise ConfigError("ReleaseINIKNet: needs atoms='inr' (the release has INR atoms only)")
+
+    def ops_backend(self, device, dtype: torch.dtype = torch.float32) -> str:
+        return "release"
+
+    def _inverse_kernel_convs(self, xs, scales, bases, weight):
+        outs = []
+        for x, scale, basis in zip(xs, scales, bases):
+            atoms = release_atoms(self.inr_conv, self.config.num_groups, self.config.coords)  # at every scale, as the release
+            outs.append(release_inverse_kernel_conv(x, atoms, scale, basis, weight, self.sum.bias))
+        return outs
+
+
+def build_model(config: INIKNetConfig | None = None, backend: str = "auto") -> INIKNet:
+    """The model for a `--backend` name: INIKNet on a real backend, or "release" for the baseline."""
+    return ReleaseINIKNet(config) if backend == "release" else INIKNet(config, backend=backend)

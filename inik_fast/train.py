@@ -26,11 +26,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from . import checkpoint as ckpt
 from .config import INIKNetConfig
 from .data import FOLDER_DATASETS, FOLDER_HINT, PairCrops, SyntheticDefocus, SyntheticEval
+from .errors import ConfigError
 from .data.augment import center_crop
 from .data.synthetic import VAL_SEED
 from .losses import MultiScaleLoss
 from .metrics import batch_psnr, image_metrics
-from .model import INIKNet
+from .release import build_model
 
 RELEASE_MILESTONES = (0.24, 0.48, 0.72)  # epochs 1200, 2400, 3600 of the release's 5000
 _AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -90,13 +91,13 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> "TrainConfig":
         unknown = sorted(set(d) - cls.fields())
         if unknown:
-            raise ValueError(f"train config: unknown keys {unknown}; expected a subset of {sorted(cls.fields())}")
+            raise ConfigError(f"train config: unknown keys {unknown}; expected a subset of {sorted(cls.fields())}")
         return cls(**d)
 
     def check(self) -> None:
         def need(ok, field, expected):
             if not ok:
-                raise ValueError(f"train config {field}={getattr(self, field)!r}: expected {expected}")
+                raise ConfigError(f"train config {field}={getattr(self, field)!r}: expected {expected}")
 
         for f in dataclasses.fields(self):  # types first: the range checks below compare values
             need(isinstance(getattr(self, f.name), sum((_TYPES[t] for t in f.type.split(" | ")), ())), f.name, f.type)
@@ -336,7 +337,7 @@ def _train(cfg, state, resume_path, out, rank, world, device):
     cfg.model = model_cfg.to_dict()
 
     torch.manual_seed(cfg.seed)
-    model = INIKNet(model_cfg, backend=cfg.backend).to(device)
+    model = build_model(model_cfg, cfg.backend).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.milestones), gamma=cfg.gamma)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")

@@ -24,8 +24,9 @@ def window_mask(G: int, dtype=torch.float64, device="cpu") -> torch.Tensor:
 
 
 def ikconv_case(B, C, H, W, G, M, O=None, *, bias=True, residual=None, dtype=torch.float64, device="cpu", seed=0):
-    """Inputs of inverse_kernel_conv, in float64 (cast them with `cast`). Atoms are zero outside
-    their windows, as the atom bank makes them; scale is a softmax over G+1 groups, as in the model."""
+    """Inputs of inverse_kernel_conv, in float64 (cast them with `cast`). Atoms are nonzero outside
+    their groups' windows too, where every backend must ignore them (a kernel that used the full
+    K x K window for every group would fail); scale is a softmax over G+1 groups, as in the model."""
     gen = torch.Generator().manual_seed(seed)
     O = C if O is None else O
     residual = (O == C) if residual is None else residual
@@ -36,7 +37,7 @@ def ikconv_case(B, C, H, W, G, M, O=None, *, bias=True, residual=None, dtype=tor
 
     case = dict(
         x=rnd(B, C, H, W),
-        atoms=rnd(G, M, K, K, s=0.3) * window_mask(G),
+        atoms=rnd(G, M, K, K, s=0.3),
         scale=torch.softmax(rnd(B, G + 1, H, W), 1)[:, 1:].contiguous(),
         basis=rnd(B, M, H, W),
         weight=rnd(O, G, C, M, s=0.2),

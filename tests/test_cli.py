@@ -159,6 +159,40 @@ def test_bad_input_without_traceback_in_a_process(tmp_path, release_ckpt):
     assert "not an image" in proc.stderr and not (tmp_path / "o.png").exists()
 
 
+def test_user_errors_of_every_kind_are_one_line(tmp_path, release_ckpt, capsys):
+    """Perceptual weights, settings and output paths: each a one-line error, exit status 1."""
+    write_image(tmp_path / "a.png", np.zeros((16, 16, 3)))
+    (tmp_path / "file").write_text("not a folder")
+    (tmp_path / "free.json").write_text(json.dumps(dict(TINY.to_dict(), atoms="free")))
+    cases = [
+        (("eval", "--count", 1, "--checkpoint", release_ckpt, "--perceptual-weights", tmp_path / "none"), "not a folder"),
+        (("train", "--model-config", tmp_path / "free.json", "--backend", "release", "--steps", 1, "--out", tmp_path / "r"),
+         "needs atoms='inr'"),
+        (("deblur", tmp_path / "a.png", "-o", tmp_path / "file" / "b.png", "--checkpoint", release_ckpt), "cannot write"),
+    ]
+    for args, message in cases:
+        assert cli(*args) == 1, args
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and ": error: " in err and message in err, (args, err)
+
+
+@pytest.mark.parametrize("error", [RuntimeError("CUDA error: an illegal memory access"), ImportError("no module x"),
+                                   ValueError("ikconv: weight must be [O, G, C, M]")], ids=type)
+def test_unexpected_errors_keep_their_traceback_and_exit_2(tmp_path, release_ckpt, capsys, monkeypatch, error):
+    """A kernel failure or an internal bug is not bad input: no one-line "error:", exit status 2."""
+    import inik_fast.deblur
+
+    def fail(*a, **k):
+        raise error
+
+    monkeypatch.setattr(inik_fast.deblur, "deblur", fail)
+    write_image(tmp_path / "a.png", np.zeros((16, 16, 3)))
+    assert cli("deblur", tmp_path / "a.png", "-o", tmp_path / "b.png", "--checkpoint", release_ckpt) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and f"{type(error).__name__}: {error}" in err
+    assert "internal error" in err and ": error: " not in err
+
+
 def test_missing_default_checkpoint_is_a_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(checkpoint, "DEFAULT_WEIGHTS", tmp_path / "default.pt")
     write_image(tmp_path / "a.png", np.zeros((16, 16, 3)))
@@ -211,10 +245,19 @@ def test_a_data_folder_needs_its_layout_named(tmp_path, release_ckpt, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_release_baseline_is_a_backend_choice_of_deblur(tmp_path, release_ckpt):
+    write_image(tmp_path / "a.png", np.random.default_rng(0).random((40, 40, 3)))
+    for backend in ("reference", "release"):
+        args = ("deblur", tmp_path / "a.png", "-o", tmp_path / f"{backend}.tiff", "--checkpoint", release_ckpt)
+        assert cli(*args, "--backend", backend) == 0
+    reference, release = (read_image(tmp_path / f"{b}.tiff")[0] for b in ("reference", "release"))
+    assert np.abs(reference - release).max() <= 1 / 255  # the same model; 8-bit rounding apart
+
+
 def test_bench_prints_a_table(capsys):
-    assert cli("bench", "--tiny", "--size", 32, "--repeat", 1, "--backends", "reference") == 0
+    assert cli("bench", "--tiny", "--size", 32, "--repeat", 1, "--backends", "reference", "release") == 0
     out = capsys.readouterr().out
-    assert "| reference" in out and "ikconv fwd+bwd ms" in out and "model fwd ms" in out
+    assert "| reference" in out and "| release" in out and "ikconv fwd+bwd ms" in out and "model fwd ms" in out
     assert cli("bench", "--tiny", "--repeat", 0, "--backends", "reference") == 1  # was a table of "inf"
     assert "--repeat 0: expected an integer >= 1" in capsys.readouterr().err
 

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from inik_fast import INIKNet, INIKNetConfig, _extension, backends, ops
+from inik_fast.release import ReleaseINIKNet
 from op_cases import IKCONV_GRAD_NAMES, atom_bank_case, ikconv_case, ikconv_run, rel_err
 
 F32, F64 = torch.float32, torch.float64
@@ -233,21 +235,49 @@ def test_model_under_torch_compile(no_tf32):
     fast.train()
     x = torch.rand(2, 3, 32, 32, device="cuda", generator=torch.Generator("cuda").manual_seed(2))
     expected = fast(x)
+    sum(o.sum() for o in expected).backward()
+    eager_grads = {n: p.grad.clone() for n, p in fast.named_parameters()}
+    fast.zero_grad(set_to_none=True)
     got = torch.compile(fast)(x)
     for o, e in zip(got, expected):
         assert rel_err(o, e) <= 1e-5
     sum(o.sum() for o in got).backward()
-    assert all(p.grad is not None for p in fast.inr_conv.parameters())
+    for n, p in fast.named_parameters():
+        assert rel_err(p.grad, eager_grads[n]) <= 1e-4, n
+
+
+def bf16_autocast_errors(ref, fast, plain, device):
+    """Per scale, against the float64 model `ref`, under bfloat16 autocast on `device`: the error
+    of `fast` beyond rounding its op's image input and its output to bfloat16 (half an ulp each,
+    element by element: the op runs on the autocast dtype and returns it), the error of `plain`
+    (the release's computation, float32 results), and the error of the scale's input itself,
+    i.e. of an inverse-kernel convolution that contributed nothing. All relative to max |ref|."""
+    x = torch.rand(1, 3, 64, 64, dtype=F64, generator=torch.Generator().manual_seed(3))
+    inputs = [F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False) for s in (0.25, 0.5)] + [x]
+    half_ulp = torch.finfo(torch.bfloat16).eps / 2
+    with torch.no_grad():
+        exact = ref(x)
+        with torch.autocast(device, dtype=torch.bfloat16):
+            got, base = fast(x.float().to(device)), plain(x.float().to(device))
+    assert all(o.dtype == torch.bfloat16 for o in got)
+    errors = []
+    for o, p, e, i in zip(got, base, exact, inputs):
+        rounding = half_ulp * (i.abs() + e.abs())
+        beyond = ((o.double().cpu() - e).abs() - rounding).max().item() / e.abs().max().item()
+        errors.append((beyond, rel_err(p, e), rel_err(i, e)))
+    return errors
 
 
 @gpu
 def test_model_bfloat16_autocast():
+    """Beyond the rounding to bfloat16, at most about the error of plain PyTorch under the same
+    autocast: a bound tighter than the inverse-kernel convolution's whole contribution (a 5e-2
+    tolerance was not; measured on CPU with the reference backend: 9e-5 beyond the rounding,
+    bounds 4e-4 to 7e-4, contributions 1.5e-2 to 1.8e-2)."""
     usable()
-    _, fast = model_pair(INIKNetConfig())
-    x = torch.rand(1, 3, 64, 64, device="cuda", generator=torch.Generator("cuda").manual_seed(3))
-    with torch.no_grad():
-        expected = fast(x)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            got = fast(x)
-    for o, e in zip(got, expected):
-        assert o.dtype == torch.bfloat16 and rel_err(o, e) <= 5e-2
+    ref, fast = model_pair(INIKNetConfig())
+    plain = ReleaseINIKNet(INIKNetConfig()).eval()
+    plain.load_state_dict(ref.state_dict())
+    for err, plain_err, no_op_err in bf16_autocast_errors(ref, fast, plain.cuda(), "cuda"):
+        bound = 2 * plain_err + 1e-5
+        assert bound < no_op_err and err <= bound, (err, plain_err, no_op_err)

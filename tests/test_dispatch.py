@@ -39,20 +39,20 @@ def test_environment_overrides_auto(monkeypatch):
     assert backends.resolve("auto", "cpu", torch.float32) == "reference"
     assert backends.resolve("cpu", "cpu", torch.float32) == "cpu"  # an explicit choice wins
     monkeypatch.setenv(backends.ENV_VAR, "cuda")
-    with pytest.raises(RuntimeError, match="backend 'cuda' cannot run"):
+    with pytest.raises(backends.BackendError, match="backend 'cuda' cannot run"):
         backends.resolve("auto", "cpu", torch.float32)
 
 
 def test_unavailable_backend_lists_every_backend_and_why():
     case = ikconv_case(1, 3, 4, 4, 1, 2, dtype=torch.float32)
-    with pytest.raises(RuntimeError) as e:
+    with pytest.raises(backends.BackendError) as e:
         call(case, backend="cuda")
     msg = str(e.value)
     assert "\n" not in msg
     for b in backends.BACKENDS:
         assert f"{b}: " in msg
     assert "needs cuda tensors, got cpu" in msg
-    with pytest.raises(RuntimeError, match=r"cpu: .*supports float32/float64, got float16"):
+    with pytest.raises(backends.BackendError, match=r"cpu: .*supports float32/float64, got float16"):
         call(ikconv_case(1, 3, 4, 4, 1, 2, dtype=torch.float16), backend="cpu")
 
 

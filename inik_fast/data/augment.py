@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import DatasetError
+
 
 def random_crop_box(h: int, w: int, crop: int, rng: np.random.Generator) -> tuple[int, int]:
     """Top-left corner of a uniformly random crop x crop window of an h x w image."""
     if crop > h or crop > w:
-        raise ValueError(f"crop={crop}: larger than the {h}x{w} image")
+        raise DatasetError(f"crop={crop}: larger than the {h}x{w} image")
     return int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import DatasetError
 from .augment import augment_pair
 from .image_io import is_image_path, read_image
 
@@ -33,7 +34,7 @@ def _images(folder: Path) -> list[Path]:
 
 def _need_dir(path: Path, dataset: str, what: str) -> Path:
     if not path.is_dir():
-        raise ValueError(f"{dataset} dataset: folder {path} not found ({what})")
+        raise DatasetError(f"{dataset} dataset: folder {path} not found ({what})")
     return path
 
 
@@ -43,7 +44,7 @@ def _match_by_stem(blurry: list[Path], sharp_dir: Path, dataset: str, rename=lam
     for b in blurry:
         s = sharp.get(rename(b.stem))
         if s is None:
-            raise ValueError(f"{dataset} dataset: no sharp image for {b} in {sharp_dir}")
+            raise DatasetError(f"{dataset} dataset: no sharp image for {b} in {sharp_dir}")
         pairs.append((b, s))
     return pairs
 
@@ -61,7 +62,7 @@ class ImageFolderDataset(Dataset):
 
     def __init__(self, pairs: list[tuple[Path, Path | None]], root):
         if not pairs:
-            raise ValueError(f"{self.name} dataset: no images found under {root}")
+            raise DatasetError(f"{self.name} dataset: no images found under {root}")
         self.pairs, self.root = pairs, Path(root)
 
     def __len__(self):
@@ -73,7 +74,7 @@ class ImageFolderDataset(Dataset):
         if s is not None:
             item["sharp"] = _tensor(read_image(s)[0])
             if item["sharp"].shape != item["blurry"].shape:
-                raise ValueError(f"{self.name} dataset: {b} and {s} differ in size")
+                raise DatasetError(f"{self.name} dataset: {b} and {s} differ in size")
         return item
 
 
@@ -89,7 +90,7 @@ class PairsFolder(ImageFolderDataset):
         bdir = next((root / d for d in BLURRY_DIRS if (root / d).is_dir()), None)
         sdir = next((root / d for d in SHARP_DIRS if (root / d).is_dir()), None)
         if bdir is None or sdir is None:
-            raise ValueError(f"pairs dataset: {root} needs a blurry folder {BLURRY_DIRS} and a sharp folder {SHARP_DIRS}")
+            raise DatasetError(f"pairs dataset: {root} needs a blurry folder {BLURRY_DIRS} and a sharp folder {SHARP_DIRS}")
         super().__init__(_match_by_stem(_images(bdir), sdir, self.name), root)
 
 
@@ -155,7 +156,7 @@ class CUHK(ImageFolderDataset):
 
 def _check_split(ds, split):
     if split not in ds.splits:
-        raise ValueError(f"{ds.name} dataset: split={split!r}: expected one of {ds.splits}")
+        raise DatasetError(f"{ds.name} dataset: split={split!r}: expected one of {ds.splits}")
 
 
 FOLDER_DATASETS = {c.name: c for c in (DPDD, LFDOF, RealDOF, RTF, CUHK, PairsFolder)}
@@ -170,7 +171,7 @@ class PairCrops:
 
     def __init__(self, dataset: ImageFolderDataset, crop: int, seed: int):
         if any(s is None for _, s in dataset.pairs):
-            raise ValueError(f"{dataset.name} dataset has no sharp images: it can be deblurred, not trained on")
+            raise DatasetError(f"{dataset.name} dataset has no sharp images: it can be deblurred, not trained on")
         self.dataset, self.crop, self.seed = dataset, crop, seed
 
     def sample(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:

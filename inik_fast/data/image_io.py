@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..errors import UserError
+
 READ_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 WRITE_EXTS = READ_EXTS
 _PIL_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP", ".webp": "WEBP"}
@@ -24,7 +26,7 @@ DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 _8BIT_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "La")
 
 
-class ImageError(ValueError):
+class ImageError(UserError):
     """An image that cannot be read or written; the message is one line."""
 
 
@@ -196,5 +198,8 @@ def write_image(path, img: np.ndarray, bits: int = 8) -> None:
         data = encode_image(img, path.suffix, bits)
     except ImageError as e:
         raise ImageError(f"{path}: {e}") from None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, data)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, data)
+    except OSError as e:  # an output folder that cannot be written: the user's choice of path
+        raise ImageError(f"{path}: cannot write ({e.strerror or e})") from None

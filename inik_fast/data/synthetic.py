@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ..errors import ConfigError
 from .augment import apply_dihedral, center_crop, random_dihedral
 from .image_io import is_image_path, write_image
 
@@ -49,7 +50,7 @@ def load_photo(name: str) -> torch.Tensor:
     elif name in TRAIN_PHOTOS + EVAL_PHOTOS:
         img = getattr(skimage.data, name)()
     else:
-        raise ValueError(f"photo {name!r}: expected one of {TRAIN_PHOTOS + EVAL_PHOTOS}")
+        raise ConfigError(f"photo {name!r}: expected one of {TRAIN_PHOTOS + EVAL_PHOTOS}")
     img = np.asarray(img, dtype=np.float32) / 255.0
     if img.ndim == 2:
         img = np.repeat(img[:, :, None], 3, axis=2)
@@ -93,7 +94,7 @@ def depth_map(h: int, w: int, layout: str, rng: np.random.Generator) -> np.ndarr
             sig = rng.uniform(0.1, 0.6)
             d += rng.uniform(-1, 1) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sig**2))
         return (d - d.min()) / max(d.max() - d.min(), 1e-9)
-    raise ValueError(f"layout={layout!r}: expected one of {LAYOUTS}")
+    raise ConfigError(f"layout={layout!r}: expected one of {LAYOUTS}")
 
 
 def coc_radius(nearness: np.ndarray, focus: float, r_max: float) -> np.ndarray:
@@ -151,9 +152,9 @@ def _finish(blurry: torch.Tensor, noise: float, rng: np.random.Generator) -> tor
 
 def _check_blur(max_radius: float, noise: float) -> tuple[float, float]:
     if not 0 < max_radius <= 32:
-        raise ValueError(f"max_radius={max_radius}: expected a radius in (0, 32] px")
+        raise ConfigError(f"max_radius={max_radius}: expected a radius in (0, 32] px")
     if noise < 0:
-        raise ValueError(f"noise={noise}: expected a noise sigma >= 0")
+        raise ConfigError(f"noise={noise}: expected a noise sigma >= 0")
     return float(max_radius), float(noise)
 
 
@@ -171,9 +172,9 @@ class SyntheticDefocus(Dataset):
 
     def __init__(self, crop: int = 256, seed: int = 0, max_radius: float = 8.0, noise: float = 0.0, length: int = 1000):
         if crop < 1:
-            raise ValueError(f"crop={crop}: expected a positive size")
+            raise ConfigError(f"crop={crop}: expected a positive size")
         if length < 0:
-            raise ValueError(f"length={length}: expected a number of items >= 0")
+            raise ConfigError(f"length={length}: expected a number of items >= 0")
         self.crop, self.seed, self.length = crop, seed, length
         self.max_radius, self.noise = _check_blur(max_radius, noise)
 
@@ -213,7 +214,7 @@ class SyntheticEval(Dataset):
 
     def __init__(self, count: int = 8, seed: int = EVAL_SEED, max_radius: float = 8.0, noise: float = 0.0, crop: int | None = None):
         if count < 1:
-            raise ValueError(f"count={count}: expected at least 1 image")
+            raise ConfigError(f"count={count}: expected at least 1 image")
         self.count, self.seed, self.crop = count, seed, crop
         self.max_radius, self.noise = _check_blur(max_radius, noise)
 
@@ -244,7 +245,7 @@ def write_pairs(out, count: int, *, split: str = "train", crop: int = 256, seed:
     held-out images (seed EVAL_SEED by default)."""
     out = Path(out)
     if count < 1:
-        raise ValueError(f"count={count}: expected at least 1 pair")
+        raise ConfigError(f"count={count}: expected at least 1 pair")
     if split == "train":
         stream = SyntheticDefocus(crop, 0 if seed is None else seed, max_radius, noise)
         items = ({"name": f"{k:05d}", **dict(zip(("blurry", "sharp"), stream.sample(k)))} for k in range(count))
@@ -252,7 +253,7 @@ def write_pairs(out, count: int, *, split: str = "train", crop: int = 256, seed:
         ds = SyntheticEval(count, EVAL_SEED if seed is None else seed, max_radius, noise)
         items = (ds[i] for i in range(count))
     else:
-        raise ValueError(f"split={split!r}: expected 'train' or 'eval'")
+        raise ConfigError(f"split={split!r}: expected 'train' or 'eval'")
     kinds = ("blurry", "sharp")
     for kind in kinds:  # another run's pairs would mix in, of other sizes, some overwritten
         folder = out / kind
