@@ -195,7 +195,7 @@ def eval_summary(report: dict) -> dict:
             "ssim_out": m["output"]["ssim"],
         }
     except (KeyError, TypeError) as e:
-        raise ValueError(f"not an `inik-fast eval --json` report (no {e} entry)") from None
+        raise UserError(f"not an `inik-fast eval --json` report (no {e} entry)") from None
 
 
 def export_weights(src, dst, half: bool = True, evaluation: dict | None = None) -> dict:

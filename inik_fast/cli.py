@@ -210,7 +210,7 @@ def cmd_export(args) -> int:
         try:
             evaluation = checkpoint.eval_summary(report)
         except ValueError as e:
-            raise ValueError(f"--eval-json {args.eval_json}: {e}") from None
+            raise UserError(f"--eval-json {args.eval_json}: {e}") from None
     obj = checkpoint.export_weights(args.checkpoint, args.output, half=not args.fp32, evaluation=evaluation)
     n = sum(p.numel() for p in INIKNet(INIKNetConfig.from_dict(obj["config"])).parameters())  # w0 is shared, listed twice
     print(f"wrote {args.output}: {n} parameters, {Path(args.output).stat().st_size / 2**20:.2f} MiB")

@@ -8,7 +8,7 @@ import numpy as np
 
 from .data import FOLDER_DATASETS, FOLDER_HINT, SyntheticEval
 from .deblur import DEFAULT_HALO, deblur
-from .errors import UserError
+from .errors import ConfigError, UserError
 from .metrics import image_metrics
 from .perceptual import lpips_if_available
 
@@ -16,7 +16,7 @@ from .perceptual import lpips_if_available
 def open_eval_set(dataset: str, root, split: str, count: int):
     if dataset == "synthetic":
         if root is not None:
-            raise ValueError(f"--data {root}: expected {FOLDER_HINT}")
+            raise ConfigError(f"--data {root}: expected {FOLDER_HINT}")
         return SyntheticEval(count)
     if dataset not in FOLDER_DATASETS:
         raise UserError(f"--dataset {dataset}: expected 'synthetic' or one of {sorted(FOLDER_DATASETS)}")

@@ -313,7 +313,7 @@ def _merge_resumed(cfg: TrainConfig, stored: dict, given, path, announce: bool) 
     changed = [f for f in sorted(set(given) - set(_INVOCATION) - set(_LENGTH)) if value(cfg, f) != value(merged, f)]
     if changed:
         asked = ", ".join(f"{f}={getattr(cfg, f)!r} (the run has {getattr(merged, f)!r})" for f in changed)
-        raise ValueError(f"resume {path}: {asked}: a resumed run keeps its settings; drop these, or start a new run in another --out")
+        raise ConfigError(f"resume {path}: {asked}: a resumed run keeps its settings; drop these, or start a new run in another --out")
     for f in _INVOCATION:
         setattr(merged, f, getattr(cfg, f))
     if (cfg.steps, cfg.epochs) != (None, None) and (cfg.steps, cfg.epochs) != (merged.steps, merged.epochs):

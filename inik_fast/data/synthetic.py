@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DatasetError
 from .augment import apply_dihedral, center_crop, random_dihedral
 from .image_io import is_image_path, write_image
 
@@ -258,7 +258,7 @@ def write_pairs(out, count: int, *, split: str = "train", crop: int = 256, seed:
     for kind in kinds:  # another run's pairs would mix in, of other sizes, some overwritten
         folder = out / kind
         if folder.is_dir() and any(is_image_path(p) for p in folder.iterdir()):
-            raise ValueError(f"{folder} already holds images; write the pairs into an empty folder")
+            raise DatasetError(f"{folder} already holds images; write the pairs into an empty folder")
     for kind in kinds:
         (out / kind).mkdir(parents=True, exist_ok=True)
     written = []
