@@ -177,11 +177,18 @@ def test_bad_inputs_give_one_line_errors():
         build_model(INIKNetConfig(atoms="free"), "release")
 
 
+@pytest.mark.xfail(
+    torch.__version__.startswith("2.11."), strict=True,
+    reason="torch 2.11's compiled backward gives 27 of the 61 parameter gradients (the U-Net's convolutions among them) "
+    "4-17% off eager, in float64 too; torch 2.14 matches to 1e-8",
+)
 def test_torch_compile_fullgraph_on_cpu():
+    # float64, so that the compiled and eager gradients can be held to 1e-8
     torch.manual_seed(0)
-    model = INIKNet(SMALL)
-    x = torch.rand(1, 3, 32, 32)
-    cot = [torch.randn(o.shape, generator=torch.Generator().manual_seed(i)) for i, o in enumerate(model(x))]
+    model = INIKNet(SMALL).double()
+    x = torch.rand(1, 3, 32, 32, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(1)
+    cot = [torch.randn(o.shape, generator=gen, dtype=torch.float64) for o in model(x)]
     expected = model(x)
     sum((o * c).sum() for o, c in zip(expected, cot)).backward()
     eager_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
@@ -191,7 +198,7 @@ def test_torch_compile_fullgraph_on_cpu():
     compiled = torch.compile(model, fullgraph=True)
     got = compiled(x)
     for g, e in zip(got, expected):
-        assert rel_err(g, e) < 1e-5
+        assert rel_err(g, e) < 1e-10
     sum((o * c).sum() for o, c in zip(got, cot)).backward()
     for n, p in model.named_parameters():
-        assert rel_err(p.grad, eager_grads[n]) < 1e-4, n
+        assert rel_err(p.grad, eager_grads[n]) < 1e-8, n
