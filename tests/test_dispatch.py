@@ -166,4 +166,4 @@ def test_cuda_availability_follows_the_compiled_archs(monkeypatch, compiled, cap
         assert backends.resolve("auto", "cuda:0", torch.float32) == ("triton" if triton_runs else "reference")
         if capability < (8, 0):
             assert "triton: needs compute capability 8.0 or newer (3xTF32 dots), got 7.5" in str(
-                pytest.raises(RuntimeError, backends.resolve, "triton", "cuda:0", torch.float32).value)
+                pytest.raises(backends.BackendError, backends.resolve, "triton", "cuda:0", torch.float32).value)
