@@ -65,6 +65,11 @@ def pad_image(x: torch.Tensor, R: int) -> tuple[torch.Tensor, int, int]:
     return xp, xp.shape[-1], xp.shape[-2] * xp.shape[-1]
 
 
+def tile_grid(B: int, H: int, W: int):
+    """The grid of a forward kernel: (tiles of the image, images), for the tile the launch picks."""
+    return lambda meta: (triton.cdiv(H, meta["TH"]) * triton.cdiv(W, meta["TW"]), B)
+
+
 def ikconv_forward(x, atoms, scale, basis, weight, bias, residual):
     B, C, H, W = x.shape
     G, M, K, _ = atoms.shape
@@ -73,12 +78,8 @@ def ikconv_forward(x, atoms, scale, basis, weight, bias, residual):
     if y.numel() == 0:
         return y
     xp, Wp, plane = pad_image(x, K // 2)
-
-    def grid(meta):
-        return (triton.cdiv(H, meta["TH"]) * triton.cdiv(W, meta["TW"]), B)
-
     launch(
-        _ikconv_forward_kernel, grid, xp, atoms, scale, basis, weight, weight if bias is None else bias, y,
+        _ikconv_forward_kernel, tile_grid(B, H, W), xp, atoms, scale, basis, weight, weight if bias is None else bias, y,
         H, W, Wp, plane, C, O, G, M,
         HAS_BIAS=bias is not None, RESIDUAL=residual, M_P=pow2(M), O_P=pow2(O), TC=taps("forward"),
         PREC=dot_precision(atoms.dtype), HALF_DOTS=half_dots(x), tile=True,

@@ -34,7 +34,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .ikconv_forward import pad_image
+from .ikconv_forward import pad_image, tile_grid
 from .ikconv_tiles import IDX, tile_pixels, window_dot
 from .launch import INTERPRET, TUNE_KEY, dot_precision, half_dots, kernel, launch, pow2
 
@@ -143,12 +143,8 @@ def ikconv_forward_slab(x, atoms, scale, basis, weight, bias, residual):
     xp, Wp, plane = pad_image(x, K // 2)
     half = half_dots(x)
     toep = toeplitz(atoms, x.dtype if half else atoms.dtype)
-
-    def grid(meta):
-        return (triton.cdiv(H, meta["TH"]) * triton.cdiv(W, meta["TW"]), B)
-
     launch(
-        _ikconv_forward_slab_kernel, grid, xp, toep, scale, basis, weight, weight if bias is None else bias, y,
+        _ikconv_forward_slab_kernel, tile_grid(B, H, W), xp, toep, scale, basis, weight, weight if bias is None else bias, y,
         H, W, Wp, plane, C, O, G, M, toep.shape[1],
         HAS_BIAS=bias is not None, RESIDUAL=residual, M_P=pow2(M), O_P=pow2(O), N_T=toep.shape[2],
         JC=J_CHUNK, PREC=dot_precision(atoms.dtype), HALF_DOTS=half, tile=True,

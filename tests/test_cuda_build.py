@@ -117,6 +117,11 @@ TILED = {
 @pytest.mark.parametrize("dtype", [F32, F64])
 @pytest.mark.parametrize("shape", list(TILED))
 def test_tiled_images_match_reference(shape, dtype):
+    check_tiled(shape, dtype)
+
+
+def check_tiled(shape, dtype):
+    """The cuda op against the float64 reference on the TILED image `shape`, forward and gradients."""
     usable()
     B, C, H, W, G, M, O, bias, residual = TILED[shape]
     make = lambda dt, dev: ikconv_case(B, C, H, W, G, M, O, bias=bias, residual=residual, dtype=dt, device=dev)  # noqa: E731
@@ -143,17 +148,9 @@ VARIANTS = {
 @pytest.mark.parametrize("dtype", [F32, F64])
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_kernel_variants_match_reference(variant, dtype, monkeypatch):
-    usable()
     for k, v in VARIANTS[variant].items():
         monkeypatch.setenv(k, v)
-    B, C, H, W, G, M, O, bias, residual = TILED["release-tiles"]
-    make = lambda dt, dev: ikconv_case(B, C, H, W, G, M, O, bias=bias, residual=residual, dtype=dt, device=dev)  # noqa: E731
-    y_ref, g_ref = ikconv_run(make(F64, "cpu"), "reference")
-    y, g = ikconv_run(make(dtype, "cuda"), "cuda")
-    tol = 1e-4 if dtype == F32 else 1e-10
-    assert rel_err(y, y_ref) <= tol
-    for k in IKCONV_GRAD_NAMES:
-        assert rel_err(g[k], g_ref[k]) <= tol, k
+    check_tiled("release-tiles", dtype)
 
 
 @gpu
@@ -195,15 +192,6 @@ def test_auto_is_cuda_on_cuda_tensors(monkeypatch):
     monkeypatch.delenv(backends.ENV_VAR, raising=False)
     for dtype in (torch.float16, torch.bfloat16, F32, F64):
         assert backends.resolve("auto", torch.device("cuda"), dtype) == "cuda"
-
-
-@pytest.fixture
-def no_tf32():
-    """Exact float32 convolutions and matrix products in the model's other layers."""
-    prev = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = prev
 
 
 def model_pair(cfg, seed=0):

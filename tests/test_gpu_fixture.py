@@ -21,17 +21,9 @@ def run_on_gpu(fx, backend, dtype):
     return model, outs, x.grad
 
 
-@pytest.fixture
-def exact_convolutions():
-    prev = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = prev
-
-
 @gpu
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
-def test_release_fixture_on_the_gpu(release_fixture, backend, exact_convolutions):
+def test_release_fixture_on_the_gpu(release_fixture, backend, no_tf32):
     reasons = backends.not_supported_reasons(backend, "cuda", torch.float64)
     if reasons:
         pytest.skip(f"{backend}: {'; '.join(reasons)}")
