@@ -80,6 +80,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         device=device,
         device_name=floor.device_name(device),
         cpu=floor.cpu_name(),
+        cpu_flags=floor.cpu_flags(),
         cores=floor.cpu_cores(),
         torch=torch.__version__,
         cuda=torch.version.cuda,

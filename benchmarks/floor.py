@@ -114,6 +114,16 @@ def cpu_name() -> str:
     return info.get("model name", "unknown CPU")
 
 
+# The CPU features that decide the kernels' speed (vector width, bf16 conversions, AMX tiles).
+SPEED_FLAGS = ("fma", "avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
+
+
+def cpu_flags() -> list[str]:
+    """Which of SPEED_FLAGS /proc/cpuinfo lists for this CPU."""
+    have = set(_cpuinfo().get("flags", "").split())
+    return [f for f in SPEED_FLAGS if f in have]
+
+
 @functools.lru_cache(maxsize=None)
 def cpu_peak_fma() -> tuple[float, str]:
     """The CPU's fp32 FMA ceiling, measured by fma_peak.c (FMA chains in registers on every core).

@@ -124,7 +124,8 @@ def markdown(data: dict) -> str:
     out = [
         f"## {info['device_name']} ({info['date']})",
         "",
-        f"- Machine: {info['device_name']}" + (f"; host CPU {info['cpu']}, {info['cores']} cores" if gpu else ""),
+        f"- Machine: {info['device_name']}" + (f"; host CPU {info['cpu']}, {info['cores']} cores" if gpu else "")
+        + (f"; CPU flags: {' '.join(info['cpu_flags'])}" if info.get("cpu_flags") is not None else ""),
         f"- Software: {versions}; commit {rev}; size profile `{info['profile']}`; backends: {', '.join(info['backends'])}",
         f"- Peak fp32 FMA rate for the floor: {peak} ({info['peak_source']})",
         f"- TF32: {info.get('allow_tf32', 'not recorded')} (off: float32 entries, the release's included, compute in float32)",
@@ -154,8 +155,9 @@ def summary(data: dict, sweep: dict | None = None) -> str:
     """The README's table of one results file: every fused backend of every workload, against the
     release of the same run; with a sweep file, the fastest correct kernel variant per workload."""
     info = data["machine_info"]["inik_fast"]
+    flags = f", flags {' '.join(info['cpu_flags'])}" if info.get("cpu_flags") is not None and info["device"] == "cpu" else ""
     lines = [
-        f"{info['device_name']}, torch {info['torch']}, triton {info.get('triton')}, {info['date']} "
+        f"{info['device_name']}{flags}, torch {info['torch']}, triton {info.get('triton')}, {info['date']} "
         f"(`benchmarks/results/{stem(data)}.md`; TF32 off):",
         "",
         "| workload | dtype | backend | median | speed-up vs release | peak extra memory (÷ release) | floor (minimal / design) |",

@@ -129,17 +129,18 @@ def test_readme_block_from_the_dry_run(dry_run, tmp_path):
     assert proc.returncode != 0 and "no <!-- cpu-results:begin --> ... <!-- cpu-results:end --> block" in proc.stderr
 
 
-def test_readme_gpu_block_is_generated_from_the_committed_results():
-    """The README's GPU table is report.py's summary of the newest committed GPU results file (and
-    the sweep of the same run), so no number there lacks a recorded run."""
+@pytest.mark.parametrize("device,marker", [("cuda", "gpu-results"), ("cpu", "cpu-results")])
+def test_readme_results_block_is_generated_from_the_committed_results(device, marker):
+    """The README's GPU and CPU tables are report.py's summaries of the newest committed results
+    file of that device (and the sweep of the same run), so no number there lacks a recorded run."""
     report = _bench_module("report")
-    block = (ROOT / "README.md").read_text().split("<!-- gpu-results:begin -->\n", 1)[1].split("<!-- gpu-results:end -->", 1)[0]
+    block = (ROOT / "README.md").read_text().split(f"<!-- {marker}:begin -->\n", 1)[1].split(f"<!-- {marker}:end -->", 1)[0]
     runs = [report.load([p]) for p in sorted((BENCH / "results").glob("*.json")) if not p.name.startswith("sweep-")]
-    gpu = [data for run in runs for data in run.values() if data["machine_info"]["inik_fast"]["device"] == "cuda"]
-    if not gpu:
+    found = [data for run in runs for data in run.values() if data["machine_info"]["inik_fast"]["device"] == device]
+    if not found:
         assert block == ""
         return
-    data = max(gpu, key=lambda d: d["machine_info"]["inik_fast"]["date"])
+    data = max(found, key=lambda d: d["machine_info"]["inik_fast"]["date"])
     info = data["machine_info"]["inik_fast"]
     sweep_path = BENCH / "results" / f"sweep-{report.slug(info['device_name'])}-{info['date']}.json"
     sweep = json.loads(sweep_path.read_text()) if sweep_path.exists() else None
