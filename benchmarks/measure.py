@@ -64,7 +64,7 @@ def peak_extra_bytes(fn, device: str) -> tuple[int | None, float]:
     t0 = time.perf_counter()
     out = fn()
     sync(device)
-    seconds = time.perf_counter() - t0
+    wall_s = time.perf_counter() - t0
     if cuda:
         peak = torch.cuda.max_memory_allocated(device) - before
     elif ok:
@@ -72,10 +72,10 @@ def peak_extra_bytes(fn, device: str) -> tuple[int | None, float]:
     else:
         peak = None
     del out
-    return peak, seconds
+    return peak, wall_s
 
 
-def _seconds(fn, device: str) -> float:
+def seconds(fn, device: str) -> float:
     """Wall time of fn() on the CPU; CUDA-event time of the work it queues on a GPU."""
     if torch.device(device).type != "cuda":
         t0 = time.perf_counter()
@@ -104,7 +104,7 @@ def run(benchmark, case: "workloads.Case", step, *, n_sets: int = 1, release_ste
     if benchmark.disabled:  # --benchmark-disable: run once as a test
         call()
         return
-    first_s = _seconds(call, device)
+    first_s = seconds(call, device)
     for _ in range(p.warmup - 1):
         call()
     sync(device)
@@ -121,12 +121,12 @@ def run(benchmark, case: "workloads.Case", step, *, n_sets: int = 1, release_ste
 
     def timed():
         if release_step is not None:
-            release_s.append(_seconds(release_call, device))
-        own_s.append(_seconds(call, device))
+            release_s.append(seconds(release_call, device))
+        own_s.append(seconds(call, device))
 
     benchmark.group = case.group
     benchmark.pedantic(timed, rounds=rounds, iterations=1, warmup_rounds=0)
-    seconds = statistics.median(own_s)
+    median_s = statistics.median(own_s)
     macs = workloads.macs(case.suite, case.shape, case.config)
     macs_minimal = workloads.macs(case.suite, case.shape, case.config, minimal=True)
     peak_fma, _ = floor.peak_fma(device)
@@ -137,17 +137,17 @@ def run(benchmark, case: "workloads.Case", step, *, n_sets: int = 1, release_ste
         device=floor.device_name(device),
         dtype=workloads.dtype_name(case.dtype),
         shape=case.shape_text,
-        time_s=seconds,
+        time_s=median_s,
         timing="CUDA events" if torch.device(device).type == "cuda" else "wall clock",
         first_call_s=first_s,
         release_paired_s=statistics.median(release_s) if release_s else None,
         peak_extra_bytes=peak,
         macs=macs,
         macs_minimal=macs_minimal,
-        gflops=2 * macs / seconds / 1e9,
+        gflops=2 * macs / median_s / 1e9,
         peak_fma_per_s=peak_fma,
-        floor_fraction=floor.floor_fraction(macs, seconds, peak_fma),
-        floor_fraction_minimal=floor.floor_fraction(macs_minimal, seconds, peak_fma),
+        floor_fraction=floor.floor_fraction(macs, median_s, peak_fma),
+        floor_fraction_minimal=floor.floor_fraction(macs_minimal, median_s, peak_fma),
         input_sets=n_sets,
         rounds=rounds,
     )

@@ -114,6 +114,14 @@ def group_table(entries: list) -> list[str]:
     return lines
 
 
+def groups(data: dict) -> list:
+    """(group name, its benchmarks) in the suites' own order (ops, then model), then by name."""
+    found: dict = {}
+    for b in data["benchmarks"]:
+        found.setdefault(b.get("group") or b["name"], []).append(b)
+    return sorted(found.items(), key=lambda kv: (kv[1][0]["extra_info"].get("suite_rank", 0), kv[0]))
+
+
 def markdown(data: dict) -> str:
     info, commit = data["machine_info"]["inik_fast"], data.get("commit_info", {})
     gpu = info["device"] == "cuda"
@@ -137,14 +145,7 @@ def markdown(data: dict) -> str:
         + "; floor = time at the peak FMA rate for the work's MACs / median, for the minimal work (the op's backward"
         + " with D stored) / the design's own (D recomputed), one number where they agree.",
     ]
-    groups: dict = {}
-    for b in data["benchmarks"]:
-        groups.setdefault(b.get("group") or b["name"], []).append(b)
-
-    def key(item):  # the suites' own order (ops, then model), then by name
-        return (item[1][0]["extra_info"].get("suite_rank", 0), item[0])
-
-    for name, entries in sorted(groups.items(), key=key):
+    for name, entries in groups(data):
         out += ["", f"### {name}", ""] + group_table(entries)
     if data.get("gpu_check_stages"):
         out += ["", "### Stages of the gpu_check.sh run (tests, sweep, profile)", "", "```", data["gpu_check_stages"].rstrip(), "```"]
@@ -163,10 +164,7 @@ def summary(data: dict, sweep: dict | None = None) -> str:
         "| workload | dtype | backend | median | speed-up vs release | peak extra memory (÷ release) | floor (minimal / design) |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: |",
     ]
-    groups: dict = {}
-    for b in data["benchmarks"]:
-        groups.setdefault(b.get("group") or b["name"], []).append(b)
-    for name, entries in sorted(groups.items(), key=lambda kv: (kv[1][0]["extra_info"].get("suite_rank", 0), kv[0])):
+    for name, entries in groups(data):
         release = next((b["extra_info"] for b in entries if b["extra_info"].get("backend") == "release"), {})
         title, dtype, shape = (name.split(" | ") + ["", ""])[:3]
         title = re.sub(r" \(.*?\)", "", title)  # the suite's short name; the results file has the rest

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 import floor
+import measure
 import workloads
 from report import slug
 from inik_fast import available_backends, ops
@@ -130,23 +131,8 @@ def rel_err(got: list, ref: list) -> float:
 def median_ms(fn, device: str, reps: int, warmup: int) -> float:
     for _ in range(warmup):
         fn()
-    if torch.device(device).type != "cuda":
-        times = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-        return statistics.median(times)
-    torch.cuda.synchronize(device)
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    measure.sync(device)
+    return 1e3 * statistics.median(measure.seconds(fn, device) for _ in range(reps))
 
 
 def sweep(device: str, tiny: bool, deadline: float) -> dict:

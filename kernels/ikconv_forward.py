@@ -70,14 +70,23 @@ def tile_grid(B: int, H: int, W: int):
     return lambda meta: (triton.cdiv(H, meta["TH"]) * triton.cdiv(W, meta["TW"]), B)
 
 
+def forward_setup(x, atoms, weight):
+    """The output y [B, O, H, W] to fill, and x zero-padded by K // 2 with its row length and plane
+    size (None, 0, 0 when y is empty)."""
+    B, _, H, W = x.shape
+    y = x.new_empty(B, weight.shape[0], H, W)
+    if y.numel() == 0:
+        return y, None, 0, 0
+    return (y, *pad_image(x, atoms.shape[-1] // 2))
+
+
 def ikconv_forward(x, atoms, scale, basis, weight, bias, residual):
     B, C, H, W = x.shape
     G, M, K, _ = atoms.shape
     O = weight.shape[0]
-    y = x.new_empty(B, O, H, W)
-    if y.numel() == 0:
+    y, xp, Wp, plane = forward_setup(x, atoms, weight)
+    if xp is None:
         return y
-    xp, Wp, plane = pad_image(x, K // 2)
     launch(
         _ikconv_forward_kernel, tile_grid(B, H, W), xp, atoms, scale, basis, weight, weight if bias is None else bias, y,
         H, W, Wp, plane, C, O, G, M,

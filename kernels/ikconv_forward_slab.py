@@ -34,7 +34,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .ikconv_forward import pad_image, tile_grid
+from .ikconv_forward import forward_setup, tile_grid
 from .ikconv_tiles import IDX, tile_pixels, window_dot
 from .launch import INTERPRET, TUNE_KEY, dot_precision, half_dots, kernel, launch, pow2
 
@@ -137,10 +137,9 @@ def ikconv_forward_slab(x, atoms, scale, basis, weight, bias, residual):
     B, C, H, W = x.shape
     G, M, K, _ = atoms.shape
     O = weight.shape[0]
-    y = x.new_empty(B, O, H, W)
-    if y.numel() == 0:
+    y, xp, Wp, plane = forward_setup(x, atoms, weight)
+    if xp is None:
         return y
-    xp, Wp, plane = pad_image(x, K // 2)
     half = half_dots(x)
     toep = toeplitz(atoms, x.dtype if half else atoms.dtype)
     launch(
