@@ -75,6 +75,7 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--amp", choices=("none", "bf16", "fp16"), default=S, help="mixed precision (default none)")
     g.add_argument("--device", default=S, help="auto (default), cpu, cuda, cuda:N")
     g.add_argument("--threads", type=int, default=S, help="torch CPU threads")
+    g.add_argument("--compile", action="store_true", default=S, help="torch.compile the model (the first steps pay the compilation)")
     g.add_argument("--workers", type=int, default=S, help="data loader worker processes (default 0)")
     g.add_argument("--seed", type=int, default=S, help="seed of the model init and the data stream (default 0)")
     g = p.add_argument_group("bookkeeping")
@@ -135,18 +136,24 @@ def cmd_train(args) -> int:
 # ----------------------------------------------------------------------------------------------
 # inference commands
 # ----------------------------------------------------------------------------------------------
+PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
 def _model_flags(p):
     from .deblur import DEFAULT_HALO
 
     p.add_argument("--checkpoint", help="checkpoint: ours, or a release state dict (default: the bundled one)")
     p.add_argument("--device", default="auto", help="auto (default: cuda if available), cpu, cuda, cuda:N")
     p.add_argument("--backend", default="auto", help="auto (default), reference, cpu, triton, cuda or release")
+    p.add_argument("--precision", default="fp32", help="fp32 (default), bf16, or fp16 (GPU only): the dtype of the model and the image")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (compiles once per tile shape; pays off on many or large images)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--tile", type=int, help="tile size in px for bounded memory (default: whole image)")
     p.add_argument("--halo", type=int, default=DEFAULT_HALO, help=f"context around each tile in px (default {DEFAULT_HALO})")
 
 
 def _load_model(args):
-    """(model, checkpoint path) of the _model_flags; the tiling flags are checked first."""
+    """(model, checkpoint path) of the _model_flags; the flags are checked first."""
     import torch
 
     from . import checkpoint
@@ -155,24 +162,51 @@ def _load_model(args):
         raise UserError(f"--tile {args.tile}: expected a tile size >= 1 px")
     if args.halo < 0:
         raise UserError(f"--halo {args.halo}: expected a context >= 0 px")
+    if args.precision not in PRECISIONS:
+        raise UserError(f"--precision {args.precision}: expected one of {', '.join(PRECISIONS)}")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads {args.threads}: expected an integer >= 1")
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.precision == "fp16" and torch.device(device).type != "cuda":
+        raise UserError(f"--precision fp16: runs on a CUDA device only (CPUs have no fast float16 convolutions); on {device} use bf16 or fp32")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     path = args.checkpoint or checkpoint.default_checkpoint()
-    return checkpoint.load_model(path, device=device, backend=args.backend), path
+    model = checkpoint.load_model(path, device=device, backend=args.backend).to(getattr(torch, PRECISIONS[args.precision]))
+    return (torch.compile(model) if args.compile else model), path
+
+
+def _max_memory(args):
+    """deblur's budget: None with --tile, else the bytes of --max-memory, or "auto"."""
+    from .memory import parse_size
+
+    if args.tile is not None:
+        if args.max_memory is not None:
+            raise UserError(f"--max-memory {args.max_memory} with --tile {args.tile}: give one (--tile fixes the tile, --max-memory picks it)")
+        return None
+    return "auto" if args.max_memory is None else parse_size(args.max_memory, "--max-memory")
 
 
 def cmd_deblur(args) -> int:
     """Deblur image files, folders or globs; write PNG, JPEG, TIFF, BMP or WebP."""
     from .data.image_io import probe_image
     from .deblur import deblur_file, expand_inputs, output_paths
+    from .memory import PeakMemory, format_size
 
     inputs = expand_inputs(args.inputs)
     outputs = output_paths(inputs, args.output, args.format)
     sizes = [probe_image(p, args.max_pixels) for p in inputs]  # headers first: a bad input fails before any work
+    max_memory = _max_memory(args)
     model, _ = _load_model(args)
+    device = next(model.parameters()).device
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
     for src, dst, (w, h) in zip(inputs, outputs, sizes):
         t0 = time.perf_counter()
-        deblur_file(src, dst, model, tile=args.tile, halo=args.halo, max_pixels=args.max_pixels)
-        print(f"{src} -> {dst} ({w}x{h}, {time.perf_counter() - t0:.2f} s)")
+        with PeakMemory(device) as mem:
+            deblur_file(src, dst, model, tile=args.tile, halo=args.halo, max_pixels=args.max_pixels, max_memory=max_memory, progress=progress)
+        seconds = time.perf_counter() - t0
+        print(f"{src} -> {dst} ({w}x{h}, {seconds:.2f} s)")
+        print(f"inik-fast deblur: {src}: {seconds:.2f} s, peak memory {format_size(mem.peak)} ({mem.kind})", file=sys.stderr)
     return 0
 
 
@@ -232,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .data.image_io import DEFAULT_MAX_PIXELS
     from .data.synthetic import EVAL_PHOTOS, JPEG, MAX_RADIUS, NOISE
+    from .memory import CPU_SHARE, GPU_SHARE
 
     p = argparse.ArgumentParser(prog="inik-fast", description="INIKNet defocus deblurring with fused ops")
     p.add_argument("--version", action="version", version=f"inik-fast {__version__}")
@@ -248,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--format", help="png, jpg, tiff, bmp or webp (default: the input's format, else png)")
     d.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help=f"refuse larger images (default {DEFAULT_MAX_PIXELS})")
     _model_flags(d)
+    d.add_argument("--max-memory", help="memory the process may reach, e.g. 4GiB or 500MB: picks the tile size (default: what it holds plus "
+                   f"{CPU_SHARE:.0%} of the available RAM, or {GPU_SHARE:.0%} of the free GPU memory; images that fit are not tiled)")
+    d.add_argument("--progress", action=argparse.BooleanOptionalAction, help="progress bar of the tiles on stderr (default: when stderr is a terminal)")
     d.set_defaults(func=cmd_deblur)
 
     e = sub.add_parser("eval", help=cmd_eval.__doc__, description=cmd_eval.__doc__)

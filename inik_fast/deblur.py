@@ -19,6 +19,7 @@ halo of 96 px keeps a margin over both for the 1e-3 budget; with --tile 512 it c
 from __future__ import annotations
 
 import glob
+import sys
 import warnings
 from pathlib import Path
 
@@ -66,10 +67,11 @@ COSTLY_TILING = 3.0  # tiling_cost above which the tiles waste more than they bo
 
 
 @torch.no_grad()
-def tiled_forward(model, x: torch.Tensor, tile: int, halo: int = DEFAULT_HALO, blend: int | None = None) -> torch.Tensor:
-    """The model's full-resolution output for x [B, C, H, W], computed tile by tile. `blend`
-    (default: DEFAULT_BLEND, or the whole halo when that is narrower) is the fade beyond a core.
-    Warns when the halos make the tiles compute more than COSTLY_TILING times the image."""
+def tiled_forward(model, x: torch.Tensor, tile: int, halo: int = DEFAULT_HALO, blend: int | None = None, progress: bool = False) -> torch.Tensor:
+    """The model's full-resolution output for x [B, C, H, W], computed tile by tile, as float32.
+    `blend` (default: DEFAULT_BLEND, or the whole halo when that is narrower) is the fade beyond
+    a core; `progress` shows a progress bar of the tiles on stderr. Warns when the halos make the
+    tiles compute more than COSTLY_TILING times the image."""
     if blend is None:
         blend = min(DEFAULT_BLEND, halo)
     if tile < 1 or halo < 0 or not 0 <= blend <= halo:
@@ -84,31 +86,49 @@ def tiled_forward(model, x: torch.Tensor, tile: int, halo: int = DEFAULT_HALO, b
         )
     tile, halo = _round_up(tile, _ALIGN), _round_up(halo, _ALIGN)
     if tile >= H and tile >= W:
-        return model(x)[-1]
+        return model(x)[-1].float()
+    from tqdm import tqdm
+
     num = torch.zeros(B, C, H, W, device=x.device, dtype=torch.float32)
     den = torch.zeros(1, 1, H, W, device=x.device, dtype=torch.float32)
-    for y0, y1, wy0, wy1 in _windows(H, tile, halo):
-        for x0, x1, wx0, wx1 in _windows(W, tile, halo):
-            out = model(x[:, :, wy0:wy1, wx0:wx1])[-1].float()
-            wy = _ramp(wy1 - wy0, y0 - wy0, y1 - wy0, blend, x.device)
-            wx = _ramp(wx1 - wx0, x0 - wx0, x1 - wx0, blend, x.device)
-            w = wy[:, None] * wx[None, :]
-            num[:, :, wy0:wy1, wx0:wx1] += out * w
-            den[:, :, wy0:wy1, wx0:wx1] += w
-    return (num / den).to(x.dtype)
+    rows, cols = list(_windows(H, tile, halo)), list(_windows(W, tile, halo))
+    with tqdm(total=len(rows) * len(cols), unit="tile", disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
+        for y0, y1, wy0, wy1 in rows:
+            for x0, x1, wx0, wx1 in cols:
+                out = model(x[:, :, wy0:wy1, wx0:wx1])[-1].float()
+                wy = _ramp(wy1 - wy0, y0 - wy0, y1 - wy0, blend, x.device)
+                wx = _ramp(wx1 - wx0, x0 - wx0, x1 - wx0, blend, x.device)
+                w = wy[:, None] * wx[None, :]
+                num[:, :, wy0:wy1, wx0:wx1] += out * w
+                den[:, :, wy0:wy1, wx0:wx1] += w
+                bar.update(1)
+    return num.div_(den)
+
+
+def choose_tile(model, x: torch.Tensor, max_memory, halo: int = DEFAULT_HALO) -> int | None:
+    """The tile size for x [B, 3, H, W] within the budget `max_memory` (see
+    `memory.budget_bytes`: None for none, "auto", bytes or a size such as "4GiB"); None: untiled."""
+    from . import memory  # imported here, so that `python -m inik_fast.memory` runs it fresh
+    budget = memory.budget_bytes(max_memory, x.device)
+    if budget is None:
+        return None
+    B, _, H, W = x.shape
+    backend = model.ops_backend(x.device, x.dtype)
+    return memory.choose_tile(model.config, H, W, budget, memory.held_bytes(x.device), halo, batch=B, backend=backend, dtype=x.dtype)
 
 
 @torch.no_grad()
-def deblur(model, img: torch.Tensor, tile: int | None = None, halo: int = DEFAULT_HALO) -> torch.Tensor:
+def deblur(model, img: torch.Tensor, tile: int | None = None, halo: int = DEFAULT_HALO, *, max_memory=None, progress: bool = False) -> torch.Tensor:
     """Deblur [3, H, W] or [B, 3, H, W] images in [0, 1]; returns float32 of the same shape,
-    clamped to [0, 1], on the model's device."""
-    device = next(model.parameters()).device
-    x = img.to(device=device, dtype=torch.float32)
+    clamped to [0, 1], on the model's device. The image runs in the model's dtype (a bfloat16
+    model takes bfloat16 input). Without `tile`, `max_memory` picks one (`choose_tile`)."""
+    p = next(model.parameters())
+    x = img.to(device=p.device, dtype=p.dtype)
     x = x if x.dim() == 4 else x[None]
-    y = model(x)[-1] if tile is None else tiled_forward(model, x, tile, halo)
-    return y.clamp(0, 1).view(img.shape)
-
-
+    if tile is None:
+        tile = choose_tile(model, x, max_memory, halo)
+    y = model(x)[-1].float() if tile is None else tiled_forward(model, x, tile, halo, progress=progress)
+    return y.clamp_(0, 1).view(img.shape)
 def _image_tensor(image) -> torch.Tensor:
     """`deblur_image`'s input as a float tensor in [0, 1]: [H, W, 3] arrays become [3, H, W]."""
     name = "deblur_image: image"
@@ -133,7 +153,7 @@ def _image_tensor(image) -> torch.Tensor:
     return x
 
 
-def deblur_image(image, model=None, *, tile: int | None = None, halo: int = DEFAULT_HALO):
+def deblur_image(image, model=None, *, tile: int | None = None, halo: int = DEFAULT_HALO, max_memory=None, progress: bool = False):
     """Deblur one image (or a batch) from Python, as `inik-fast deblur` does a file.
 
     image: a numpy array [H, W, 3] (floats in [0, 1], or uint8 / uint16 pixels), or a tensor
@@ -142,6 +162,10 @@ def deblur_image(image, model=None, *, tile: int | None = None, halo: int = DEFA
         deblur many images). The image goes to the model's device.
     tile, halo: tiled inference as `--tile` / `--halo`: memory bounded by one (tile + 2 halo)²
         window instead of the whole image.
+    max_memory: without `tile`, the memory the process may reach (bytes, a size such as "4GiB",
+        or "auto" as `--max-memory`'s default): picks the tile, or none when the image fits.
+        Default None: the whole image at once.
+    progress: a progress bar of the tiles on stderr.
     Returns float32 in [0, 1] (clamped), in the input's form: an [H, W, 3] array, or a tensor of
     the input's shape on the input's device.
     """
@@ -150,21 +174,22 @@ def deblur_image(image, model=None, *, tile: int | None = None, halo: int = DEFA
         from .model import INIKNet
 
         model = INIKNet.from_pretrained()
-    y = deblur(model, x, tile, halo)
+    y = deblur(model, x, tile, halo, max_memory=max_memory, progress=progress)
     if isinstance(image, np.ndarray):
         return y.cpu().numpy().transpose(1, 2, 0)
     return y.to(image.device)
 
 
-def deblur_file(src, dst, model=None, *, tile: int | None = None, halo: int = DEFAULT_HALO, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+def deblur_file(src, dst, model=None, *, tile: int | None = None, halo: int = DEFAULT_HALO, max_pixels: int = DEFAULT_MAX_PIXELS, max_memory=None, progress: bool = False) -> None:
     """Deblur the image file `src` into `dst` (format from its extension; 16-bit PNG or TIFF in
     gives 16-bit out where `dst`'s format has it). Refuses to write over `src`; the write is
-    atomic. `model` as for `deblur_image`; `max_pixels` refuses larger images."""
+    atomic. `model`, `tile`, `halo`, `max_memory` and `progress` as for `deblur_image`;
+    `max_pixels` refuses larger images."""
     src, dst = Path(src), Path(dst)
     if dst.resolve() == src.resolve():
         raise ImageError(f"{dst} is the input; write the result elsewhere")
     img, bits = read_image(src, max_pixels)
-    write_image(dst, deblur_image(img, model, tile=tile, halo=halo), bits)
+    write_image(dst, deblur_image(img, model, tile=tile, halo=halo, max_memory=max_memory, progress=progress), bits)
 
 
 def expand_inputs(specs: list[str]) -> list[Path]:

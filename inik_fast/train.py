@@ -72,6 +72,7 @@ class TrainConfig:
     amp: str = "none"
     device: str = "auto"
     threads: int | None = None
+    compile: bool = False  # torch.compile the model
     workers: int = 0
     seed: int = 0
     # bookkeeping
@@ -298,7 +299,7 @@ def _resume_path(cfg, out):
 
 
 # Settings of an invocation rather than of the run: a resumed run takes them from the new one.
-_INVOCATION = ("resume", "stop_after", "progress", "workers", "threads", "device", "backend", "log_every", "val_every", "ckpt_every", "out")
+_INVOCATION = ("resume", "stop_after", "progress", "workers", "threads", "compile", "device", "backend", "log_every", "val_every", "ckpt_every", "out")
 _LENGTH = ("steps", "epochs")
 
 
@@ -363,6 +364,8 @@ def _train(cfg, state, resume_path, out, rank, world, device):
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)  # shares model's parameters: checkpoints and validation use model
 
     loss_fn = MultiScaleLoss(cfg.mse, cfg.fft, cfg.lpips, cfg.vgg, cfg.perceptual_weights).to(device)
     loader = DataLoader(

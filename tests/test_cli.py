@@ -102,10 +102,18 @@ def test_costly_tiling_is_a_one_line_warning(tmp_path, release_ckpt, capsys):
     # --tile 64 on a 256 x 256 image ran 7.6x slower than untiled, without a word
     write_image(tmp_path / "a.png", np.random.default_rng(0).random((64, 64, 3)))
     assert cli("deblur", tmp_path / "a.png", "-o", tmp_path / "b.png", "--checkpoint", release_ckpt, "--tile", 16, "--halo", 32) == 0
-    err = capsys.readouterr().err
+    err = without_reports(capsys.readouterr().err)
     assert err.count("\n") == 1 and err.startswith("inik-fast deblur: warning: tiles of 16 px with a 32 px halo compute"), err
     assert cli("deblur", tmp_path / "a.png", "-o", tmp_path / "c.png", "--checkpoint", release_ckpt, "--tile", 32, "--halo", 16) == 0
-    assert capsys.readouterr().err == ""
+    assert without_reports(capsys.readouterr().err) == ""
+
+
+REPORT = re.compile(r"inik-fast deblur: (.+): (\d+\.\d\d) s, peak memory (\d+ MiB|\d+\.\d\d GiB) \(process RSS\)\n")
+
+
+def without_reports(err: str) -> str:
+    """stderr without deblur's line of time and peak memory per image."""
+    return REPORT.sub("", err)
 
 
 def bad_inputs(tmp_path, good_ckpt):
@@ -139,6 +147,12 @@ def bad_inputs(tmp_path, good_ckpt):
         "unknown backend": (img + ["--backend", "fpga"], "backend='fpga'"),
         "zero tile": (img + ["--tile", 0], "--tile 0: expected"),
         "negative halo": (img + ["--tile", 32, "--halo", -1], "--halo -1: expected"),
+        "unknown precision": (img + ["--precision", "fp8"], "--precision fp8: expected one of fp32, bf16, fp16"),
+        "fp16 on the CPU": (img + ["--precision", "fp16", "--device", "cpu"], "--precision fp16: runs on a CUDA device only"),
+        "zero threads": (img + ["--threads", 0], "--threads 0: expected an integer >= 1"),
+        "not a size": (img + ["--max-memory", "lots"], "--max-memory lots: expected a size > 0 such as 4GiB"),
+        "too small a budget": (img + ["--max-memory", "1MB"], "--max-memory 1 MiB: too little for a 40x40 image with a 96 px halo"),
+        "budget and tile": (img + ["--max-memory", "4GiB", "--tile", 32], "--max-memory 4GiB with --tile 32: give one"),
     }
 
 
@@ -294,3 +308,79 @@ def test_synth_refuses_a_folder_that_holds_pairs(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{tmp_path / 'p' / 'blurry'} already holds images" in err and err.count("\n") == 1, err
     assert sorted(p.read_bytes() for p in (tmp_path / "p").rglob("*.png")) == before
+
+
+# ----------------------------------------------------------------------------------------------
+# deblur: precision, compile, memory budget, progress, report
+# ----------------------------------------------------------------------------------------------
+def test_deblur_reports_time_and_peak_memory_on_stderr(tmp_path, release_ckpt, capsys):
+    write_image(tmp_path / "a.png", np.random.default_rng(0).random((40, 56, 3)))
+    assert cli("deblur", tmp_path / "a.png", tmp_path / "a.png", "-o", tmp_path / "out", "--checkpoint", release_ckpt) == 0
+    out, err = capsys.readouterr()
+    assert re.fullmatch(rf"{re.escape(str(tmp_path / 'a.png'))} -> {re.escape(str(tmp_path / 'out' / 'a.png'))} \(56x40, \d+\.\d\d s\)\n", out), out
+    reports = REPORT.findall(err)
+    assert len(reports) == 1 and reports[0][0] == str(tmp_path / "a.png") and without_reports(err) == "", err
+
+
+def test_progress_bar_when_asked_or_on_a_terminal(tmp_path, release_ckpt, capsys):
+    write_image(tmp_path / "a.png", np.random.default_rng(0).random((64, 64, 3)))
+    args = ["deblur", tmp_path / "a.png", "-o", tmp_path / "b.png", "--checkpoint", release_ckpt, "--tile", 32, "--halo", 16]
+    assert cli(*args, "--progress") == 0
+    assert "4/4" in capsys.readouterr().err  # 2 x 2 tiles
+    for flags in ([], ["--no-progress"]):  # stderr is not a terminal here
+        assert cli(*args, *flags) == 0
+        assert without_reports(capsys.readouterr().err) == "", flags
+
+
+def test_max_memory_picks_the_tiles(tmp_path, release_ckpt, monkeypatch):
+    from inik_fast import memory
+
+    monkeypatch.setattr(memory, "held_bytes", lambda device: 0)  # the budget of the forward alone
+    write_image(tmp_path / "a.png", np.random.default_rng(0).random((240, 160, 3)), bits=16)
+    model = checkpoint.load_model(release_ckpt)
+    budget = memory.forward_bytes(model.config, 160, 160) + memory.TILING_BYTES_PER_PIXEL * 240 * 160
+    chosen = memory.choose_tile(model.config, 240, 160, budget, 0, 48)
+    assert chosen == 64  # 160 - 2 x 48: tiles of 64 px
+    assert cli("deblur", tmp_path / "a.png", "-o", tmp_path / "b.tiff", "--checkpoint", release_ckpt, "--halo", 48, "--max-memory", budget) == 0
+    assert cli("deblur", tmp_path / "a.png", "-o", tmp_path / "c.tiff", "--checkpoint", release_ckpt, "--halo", 48, "--tile", chosen) == 0
+    assert cli("deblur", tmp_path / "a.png", "-o", tmp_path / "d.tiff", "--checkpoint", release_ckpt) == 0  # fits: untiled
+    tiled, by_tile, whole = (read_image(tmp_path / f"{n}.tiff")[0] for n in "bcd")
+    assert np.array_equal(tiled, by_tile) and np.abs(tiled - whole).max() < 1e-3
+
+
+def test_precision_bf16_is_as_close_as_the_reference_in_bf16(tmp_path, release_ckpt):
+    write_image(tmp_path / "a.png", np.random.default_rng(0).random((48, 64, 3)), bits=16)
+    runs = {"fp32": [], "bf16": ["--precision", "bf16"], "ref_bf16": ["--precision", "bf16", "--backend", "reference"]}
+    for name, flags in runs.items():
+        assert cli("deblur", tmp_path / "a.png", "-o", tmp_path / f"{name}.tiff", "--checkpoint", release_ckpt, *flags) == 0
+    fp32, bf16, ref = (read_image(tmp_path / f"{n}.tiff")[0] for n in runs)
+    bound = np.abs(ref - fp32).max()
+    assert 0 < np.abs(bf16 - fp32).max() <= 1.5 * bound and bound < 0.05, bound
+
+
+@pytest.mark.slow
+def test_compile_equals_eager(tmp_path, release_ckpt, capsys):
+    """--compile on a tiled run: all four windows are 48 x 48, so one graph serves them all."""
+    import torch._dynamo
+
+    write_image(tmp_path / "a.png", np.random.default_rng(0).random((64, 64, 3)), bits=16)
+    args = ["deblur", tmp_path / "a.png", "--checkpoint", release_ckpt, "--tile", 32, "--halo", 16]
+    assert cli(*args, "-o", tmp_path / "eager.tiff") == 0
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    assert cli(*args, "-o", tmp_path / "compiled.tiff", "--compile") == 0
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    eager, compiled = (read_image(tmp_path / f"{n}.tiff")[0] for n in ("eager", "compiled"))
+    assert np.abs(eager - compiled).max() < 1e-4
+
+
+@pytest.mark.slow
+def test_train_compile_follows_eager(tmp_path, capsys):
+    TINY.to_json(tmp_path / "tiny.json")
+    args = ["train", "--model-config", tmp_path / "tiny.json", "--steps", 2, "--crop", 32, "--batch", 1, "--backend", "reference",
+            "--val-count", 1, "--val-crop", 32, "--no-progress"]  # fmt: skip
+    assert cli(*args, "--out", tmp_path / "eager") == 0
+    assert cli(*args, "--out", tmp_path / "compiled", "--compile") == 0
+    eager, compiled = (checkpoint.load_file(tmp_path / n / "last.pt")["model"] for n in ("eager", "compiled"))
+    assert eager.keys() == compiled.keys()  # no torch.compile prefix in the checkpoint
+    assert max((eager[k] - compiled[k]).abs().max().item() for k in eager) < 1e-4

@@ -1,11 +1,14 @@
 """Inference: any image size, tiled = untiled, input and output path handling."""
+import copy
+
 import pytest
 import torch
 
-from inik_fast import INIKNet, INIKNetConfig
+from inik_fast import INIKNet, INIKNetConfig, memory
 from inik_fast.data import ImageError, SyntheticEval, write_image
 from inik_fast.data.image_io import READ_EXTS
-from inik_fast.deblur import deblur, expand_inputs, output_paths, tiled_forward
+from inik_fast.deblur import choose_tile, deblur, expand_inputs, output_paths, tiled_forward
+from inik_fast.errors import UserError
 
 TINY = INIKNetConfig(base_ch=8, num_res_unet=1, num_res_lstm=1, basis_num=2, max_kernel_size=5)
 # Small tiles on small images, on purpose: the costly-tiling warning is tested in test_python_api.py.
@@ -111,3 +114,63 @@ def test_output_file_of_every_readable_format_or_a_refusal(tmp_path):
     with pytest.raises(ImageError, match=r"x\.gif: cannot write \.gif images; expected a folder or a file ending in \.png"):
         output_paths(files, tmp_path / "x.gif", None)
     assert output_paths(files, tmp_path / "run.v2", None) == [tmp_path / "run.v2" / "a.png"]  # a folder name with a dot
+
+
+# ----------------------------------------------------------------------------------------------
+# tiles from a memory budget
+# ----------------------------------------------------------------------------------------------
+@pytest.fixture
+def no_held_memory(monkeypatch):
+    """Budgets of the forward alone: the process's RSS moves between calls, the tile must not."""
+    monkeypatch.setattr(memory, "held_bytes", lambda device: 0)
+
+
+def test_budget_picks_smaller_tiles_and_equals_untiled(sensitive_model, photo, no_held_memory):
+    with torch.no_grad():
+        full = sensitive_model(photo)[-1]
+    whole = memory.forward_bytes(TINY, 192, 192, backend="reference")
+    assert choose_tile(sensitive_model, photo, whole) is None  # fits: untiled
+    assert torch.equal(deblur(sensitive_model, photo, halo=48, max_memory=whole), full.clamp(0, 1))
+    tiles = []
+    for side in (176, 144):  # budgets of one window of that side
+        budget = memory.forward_bytes(TINY, side, side, backend="reference") + memory.TILING_BYTES_PER_PIXEL * 192 * 192
+        tiles.append(choose_tile(sensitive_model, photo, budget, halo=48))
+        tiled = deblur(sensitive_model, photo, halo=48, max_memory=budget)
+        assert torch.equal(tiled, tiled_forward(sensitive_model, photo, tiles[-1], 48).clamp(0, 1))
+        assert (tiled - full).abs().max() < 1e-3
+    assert tiles == [64, 48], tiles  # 176 - 2 x 48 = 80, as 3 equal tiles of 64; 144 - 96 = 48
+
+
+def test_auto_budget_tiles_what_does_not_fit(sensitive_model, photo, no_held_memory, monkeypatch):
+    with torch.no_grad():
+        full = sensitive_model(photo)[-1]
+    assert torch.equal(deblur(sensitive_model, photo, halo=48, max_memory="auto"), full.clamp(0, 1))  # fits in RAM
+    small = memory.forward_bytes(TINY, 144, 144, backend="reference") + memory.TILING_BYTES_PER_PIXEL * 192 * 192
+    monkeypatch.setattr(memory, "default_budget", lambda device: small)
+    assert choose_tile(sensitive_model, photo, "auto", halo=48) == 48
+    assert (deblur(sensitive_model, photo, halo=48, max_memory="auto") - full).abs().max() < 1e-3
+    with pytest.raises(UserError, match="--max-memory 4MiB: expected a size"):
+        deblur(sensitive_model, photo, max_memory="4MiB of RAM")
+
+
+def test_progress_bar_of_the_tiles(sensitive_model, photo, capsys):
+    tiled_forward(sensitive_model, photo, tile=96, halo=16, progress=True)
+    assert "4/4" in capsys.readouterr().err
+    tiled_forward(sensitive_model, photo, tile=96, halo=16)
+    assert capsys.readouterr().err == ""
+
+
+def test_bf16_model_takes_bf16_input_and_stays_close(photo):
+    """A bfloat16 model runs on bfloat16 input; its output is as close to float32 as the
+    reference backend in bfloat16 gets (the bound for any backend)."""
+    torch.manual_seed(0)
+    fp32 = INIKNet(TINY).eval()
+    full = deblur(fp32, photo)
+    ref = copy.deepcopy(fp32)
+    ref.backend = "reference"
+    bound = (deblur(ref.to(torch.bfloat16), photo) - full).abs().max()
+    out = deblur(copy.deepcopy(fp32).to(torch.bfloat16), photo)
+    assert out.dtype == torch.float32 and out.shape == photo.shape
+    assert 0 < (out - full).abs().max() <= 1.5 * bound and bound < 0.05, bound
+    tiled = deblur(copy.deepcopy(fp32).to(torch.bfloat16), photo, tile=96, halo=48)
+    assert (tiled - full).abs().max() <= 1.5 * bound + 1e-3
