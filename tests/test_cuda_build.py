@@ -269,3 +269,19 @@ def test_model_bfloat16_autocast():
     for err, plain_err, no_op_err in bf16_autocast_errors(ref, fast, plain.cuda(), "cuda"):
         bound = 2 * plain_err + 1e-5
         assert bound < no_op_err and err <= bound, (err, plain_err, no_op_err)
+
+
+@gpu
+def test_model_in_cuda_graphs(no_tf32):
+    """`deblur --compile` on a GPU: torch.compile(mode="reduce-overhead") replays CUDA graphs; the
+    outputs of each replay are those of eager, for new inputs of the recorded shape too."""
+    usable()
+    _, fast = model_pair(INIKNetConfig(base_ch=8, num_res_unet=1, num_res_lstm=1))
+    graphed = torch.compile(fast, mode="reduce-overhead")
+    gen = torch.Generator("cuda").manual_seed(3)
+    with torch.no_grad():
+        for _ in range(4):  # warm-up, recording, replays
+            x = torch.rand(1, 3, 48, 64, device="cuda", generator=gen)
+            got = [o.clone() for o in graphed(x)]
+            for o, e in zip(got, fast(x)):
+                assert rel_err(o, e) <= 1e-5
