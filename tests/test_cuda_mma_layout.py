@@ -57,18 +57,32 @@ def tf32_read(v):
     return (v.view(torch.int32) & -0x2000).view(F32)
 
 
+def fragment_maps():
+    """The PTX layout of mma_tf32's fragments: for each entry of A (16 x 8) and B (8 x 8), the
+    (lane, register) holding it, as lane * registers + register; for each lane's D register, its
+    entry of D (16 x 8), as row * 8 + column."""
+    a_src = torch.full((16, 8), -1)
+    a_src[GQ, T], a_src[GQ + 8, T], a_src[GQ, T + 4], a_src[GQ + 8, T + 4] = LANE * 4, LANE * 4 + 1, LANE * 4 + 2, LANE * 4 + 3
+    b_src = torch.full((8, 8), -1)
+    b_src[T, GQ], b_src[T + 4, GQ] = LANE * 2, LANE * 2 + 1
+    d_entry = torch.stack([GQ * 8 + 2 * T, GQ * 8 + 2 * T + 1, (GQ + 8) * 8 + 2 * T, (GQ + 8) * 8 + 2 * T + 1], -1)
+    return a_src, b_src, d_entry
+
+
+A_SRC, B_SRC, D_ENTRY = fragment_maps()
+
+
+def test_fragment_layout_covers_each_entry_once():
+    for m, n in ((A_SRC, 128), (B_SRC, 64), (D_ENTRY, 128)):
+        assert torch.equal(m.flatten().sort().values, torch.arange(n))
+
+
 def mma_tf32(d, a, b0, b1):
-    """d [..., 32, 4] += a [..., 32, 4] * (b0, b1) [..., 32] by the fragment layout of mma_tf32."""
-    a, b0, b1 = torch.broadcast_tensors(a, b0[..., None], b1[..., None])
-    b0, b1 = b0[..., 0], b1[..., 0]
-    A = torch.full((*a.shape[:-2], 16, 8), float("nan"), dtype=F64)
-    A[..., GQ, T], A[..., GQ + 8, T], A[..., GQ, T + 4], A[..., GQ + 8, T + 4] = tf32_read(a).double().unbind(-1)
-    B = torch.full((*a.shape[:-2], 8, 8), float("nan"), dtype=F64)
-    B[..., T, GQ], B[..., T + 4, GQ] = tf32_read(b0).double(), tf32_read(b1).double()
-    assert not A.isnan().any() and not B.isnan().any(), "a fragment layout leaves an entry unset"
-    D = A @ B  # products of TF32 values are exact; the sum is rounded to float32 as the MMA's
-    out = torch.stack([D[..., GQ, 2 * T], D[..., GQ, 2 * T + 1], D[..., GQ + 8, 2 * T], D[..., GQ + 8, 2 * T + 1]], -1)
-    return (d.double() + out).float()
+    """d [..., 32, 4] += a [..., 32, 4] * (b0, b1) [32] by the fragment layout of mma_tf32."""
+    A = tf32_read(a).double().flatten(-2)[..., A_SRC]
+    B = tf32_read(torch.stack([b0, b1], -1)).double().flatten()[B_SRC]
+    D = (A[..., None] * B).sum(-2).flatten(-2)[..., D_ENTRY]  # products of TF32 values are exact; the sum is rounded
+    return (d.double() + D).float()  # to float32, as the MMA's
 
 
 def shfl_xor(v, mask):
@@ -191,11 +205,12 @@ def emulate_forward(x, atoms, scale, basis, weight, bias, residual, split_x):
     return y, dsum
 
 
-# (B, C, H, W, G, M, O, bias, residual): ragged edge tiles, M below and at 16, O not a multiple of 4
+# (B, C, H, W, G, M, O, bias, residual): ragged edge tiles, M below and at 16, O not a multiple of 4;
+# one tile where the windows are large (the emulation's cost), 2 images of 2 x 2 tiles where small.
 CASES = {
-    "release-like": (1, 3, 45, 40, 7, 10, 3, True, True),
-    "G9-M16-O6": (1, 2, 33, 34, 9, 16, 6, True, False),
-    "G2-M5-O1-B2": (2, 1, 20, 50, 2, 5, 1, False, False),
+    "release-like": (1, 3, 30, 27, 7, 10, 3, True, True),
+    "G9-M16-O6": (1, 2, 20, 18, 9, 16, 6, True, False),
+    "G2-M5-O1-B2": (2, 1, 40, 50, 2, 5, 1, False, False),
 }
 
 
@@ -212,7 +227,8 @@ def test_emulated_kernel_matches_reference(shape, split_x):
     for g in range(G):
         d_ref = reference._group_responses(exact[0], exact[1], g)  # [B, C, M, H, W]
         assert rel_err(dsum[:, g, :, :M], d_ref) <= 2e-6, f"window sums of group {g}"
-        assert dsum[:, g, :, M:].abs().max() == 0, "padding atoms must give zero"
+        if M < 16:
+            assert dsum[:, g, :, M:].abs().max() == 0, "padding atoms must give zero"
     y_ref = reference.ikconv_forward(*exact, residual)
     assert rel_err(y, y_ref) <= 2e-6
 
