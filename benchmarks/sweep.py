@@ -48,6 +48,8 @@ VARIANTS = [
     Variant("cuda", "default", {}, ALL),
     Variant("cuda", "first version (block per tile)", OLD_CUDA, frozenset({"bwd", "dx"})),
     Variant("cuda", "forward: chunks of 4 atoms", {"INIK_FAST_CUDA_FWD_MC": "4"}, frozenset({"fwd"})),
+    Variant("cuda", "forward: tensor cores (3xTF32)", {"INIK_FAST_CUDA_FWD_MMA": "1"}, frozenset({"fwd"})),
+    Variant("cuda", "forward: tensor cores (2xTF32)", {"INIK_FAST_CUDA_FWD_MMA": "1"}, frozenset({"fwd"}), half=True),
     Variant("cuda", "dx: all channels per block", {"INIK_FAST_CUDA_DX_CHANNELS": "1024"}, frozenset({"dx"})),
     Variant("cuda", "dx: 8 blocks/SM (128 registers)", {"INIK_FAST_CUDA_DX_MINBLOCKS": "8"}, frozenset({"dx"})),
     Variant("cuda", "atoms: no (chunk, group) split", {"INIK_FAST_CUDA_ATOMS_SPLIT": "0"}, frozenset({"bwd"})),

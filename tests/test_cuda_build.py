@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from inik_fast import INIKNet, INIKNetConfig, _extension, backends, ops
 from inik_fast.release import ReleaseINIKNet
 from op_cases import IKCONV_GRAD_NAMES, atom_bank_case, ikconv_case, ikconv_run, rel_err
+from test_backend_ops import rounding_excess
 
 F32, F64 = torch.float32, torch.float64
 OPS = ("atom_bank_forward", "atom_bank_backward", "ikconv_forward", "ikconv_backward")
@@ -141,6 +142,7 @@ VARIANTS = {
     "dx-2-channels": {"INIK_FAST_CUDA_DX_CHANNELS": "2"},
     "capped-registers": {"INIK_FAST_CUDA_ATOMS_MINBLOCKS": "4", "INIK_FAST_CUDA_DX_MINBLOCKS": "8"},
     "forward-chunks-of-4": {"INIK_FAST_CUDA_FWD_MC": "4"},
+    "forward-tensor-cores": {"INIK_FAST_CUDA_FWD_MMA": "1"},  # float64 keeps the FMA kernel
 }
 
 
@@ -151,6 +153,29 @@ def test_kernel_variants_match_reference(variant, dtype, monkeypatch):
     for k, v in VARIANTS[variant].items():
         monkeypatch.setenv(k, v)
     check_tiled("release-tiles", dtype)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, F32])
+@pytest.mark.parametrize("shape", list(TILED))
+def test_tensor_core_forward_matches_reference(shape, dtype, monkeypatch):
+    """INIK_FAST_CUDA_FWD_MMA=1 (3xTF32; 2xTF32 for half x, exact in TF32): float32's accuracy, as
+    the FMA kernel, on ragged tiles, M = 5, 10 and 16 (no padding atom), O = 1, 3 and 6 (two blocks
+    of output channels). Half results: within float32's error of the exact result rounded."""
+    usable()
+    monkeypatch.setenv("INIK_FAST_CUDA_FWD_MMA", "1")
+    B, C, H, W, G, M, O, bias, residual = TILED[shape]
+    case = ikconv_case(B, C, H, W, G, M, O, bias=bias, residual=residual, dtype=dtype, device="cuda")
+    args = [case[k] for k in ("x", "atoms", "scale", "basis", "weight", "bias")]
+    exact = [a.double().cpu() if a is not None else None for a in args]
+    with torch.no_grad():
+        y_ref = ops.inverse_kernel_conv(*exact, residual=residual, backend="reference")
+        y = ops.inverse_kernel_conv(*args, residual=residual, backend="cuda")
+    assert y.dtype == dtype
+    if dtype == F32:
+        assert rel_err(y, y_ref) <= 1e-5
+    else:
+        assert rounding_excess(y, y_ref, dtype) <= 1e-5
 
 
 @gpu

@@ -39,6 +39,7 @@ struct IkParams {
   int B, C, O, H, W, G, M, K;
   int tiles_x, tiles_y;
   bool residual;
+  bool x_tf32;  // forward: x's values are exact in TF32 (they came from float16/bfloat16)
   bool atomic;  // accumulate dweight/datoms with atomics (non-deterministic) instead of partials
 
   __host__ __device__ int64_t tiles() const { return static_cast<int64_t>(B) * tiles_x * tiles_y; }
@@ -57,6 +58,8 @@ inline int atom_chunk(int M, bool is_double) { return !is_double && (M % 4 == 0 
 // Forward (ikconv_cuda_fwd.cu): writes y to p.out.
 template <typename T>
 void ikconv_forward_launch(const IkParams<T>& p, cudaStream_t stream);
+// The same with the window sums on tensor cores, 3xTF32 (ikconv_cuda_fwd_mma.cu; M <= 16, sm_80+).
+void ikconv_forward_mma_launch(const IkParams<float>& p, cudaStream_t stream);
 // Pixel gradients (ikconv_cuda_bwd_pixel.cu): writes p.dscale and p.dbasis and adds dweight to
 // p.dweight: [pixel_slots, O, G, C, M] zero-initialised partial sums, or [O, G, C, M] with atomics.
 template <typename T>

@@ -104,11 +104,15 @@ void forward_launch_mc(const IkParams<T>& p, cudaStream_t stream) {
 
 // INIK_FAST_CUDA_FWD_MC=4: float chunks of 4 atoms whatever M (M = 10: 3 chunks, 2 of 12 atoms
 // zero, but 3 instead of 5 passes over the staged image per group and channel).
+// INIK_FAST_CUDA_FWD_MMA=1: float window sums on tensor cores (ikconv_cuda_fwd_mma.cu). float64
+// never takes it: TF32 products cannot give float64 accuracy.
 template <typename T>
 void ikconv_forward_launch(const IkParams<T>& p, cudaStream_t stream) {
   if (p.tiles() == 0) return;
   if constexpr (std::is_same<T, double>::value) {
     forward_launch_mc<T, 2>(p, stream);
+  } else if (variant("INIK_FAST_CUDA_FWD_MMA", 0) == 1 && p.M <= 16) {
+    ikconv_forward_mma_launch(p, stream);
   } else if (atom_chunk(p.M, false) == 4 || variant("INIK_FAST_CUDA_FWD_MC", 0) == 4) {
     forward_launch_mc<T, 4>(p, stream);
   } else {

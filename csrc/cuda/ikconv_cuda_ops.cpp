@@ -87,6 +87,7 @@ at::Tensor forward_typed(const at::Tensor& x, const at::Tensor& atoms, const at:
   p.weight = wa.data_ptr<T>();
   p.bias = bb.defined() ? bb.data_ptr<T>() : nullptr;
   p.out = y.data_ptr<T>();
+  p.x_tf32 = x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16;
   ikconv_forward_launch<T>(p, at::cuda::getCurrentCUDAStream());
   return y.to(x.scalar_type());
 }
