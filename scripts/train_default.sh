@@ -5,17 +5,17 @@
 #     log is inik_fast/weights/default_stage1.log). Taken from git, bit for bit, as the init.
 #  2. fine-tuning on the wider synthetic defocus of inik_fast.data (PSF families, layered depth
 #     edges, sensor noise, JPEG; the cat-eye PSF and gamma-encoded blur held out): `inik-fast
-#     train --init`, the release model config, Adam 1e-4 halved at steps 336/672/1008 (the release's
-#     24/48/72% of the 1400 steps first planned; the run was lengthened to 2000 steps at step 250,
-#     the last ~1000 at 1.25e-5), MSE + 0.1 FFT loss, crops 128 x 128, batch 2, fp32, fused backend.
-# About 3 s a step with --threads 1 on a 2-core machine shared with other work (the log has the measured times).
+#     train --init`, the release model config, 1400 steps of Adam 1e-4 halved at steps 336/672/1008
+#     (the release's 24/48/72% milestones), MSE + 0.1 FFT loss, crops 128 x 128, batch 2, fp32,
+#     fused backend. (Started as 2000 steps; shortened to 1400 at step 50 to fit a 3-hour session.)
+# About 3-5 s a step with --threads 1 on a 2-core machine shared with other work (the log has the measured times).
 # Rerunning it after an interruption resumes from $RUN/last.pt (checkpoint every 50 steps).
 # Extra arguments go to `inik-fast train` (e.g. --stop-after 3 with RUN=/tmp/try W=/tmp/try_w for a dry run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 RUN=${RUN:-runs/default}
-STEPS=${STEPS:-2000}
+STEPS=${STEPS:-1400}
 W=${W:-inik_fast/weights}
 STAGE1=6aa2dff
 
