@@ -13,8 +13,8 @@ import torch.nn.functional as F
 
 from inik_fast import INIKNet, INIKNetConfig, _extension, backends, ops
 from inik_fast.release import ReleaseINIKNet
-from op_cases import IKCONV_GRAD_NAMES, atom_bank_case, ikconv_case, ikconv_run, rel_err
-from test_backend_ops import rounding_excess
+from op_cases import IKCONV_GRAD_NAMES, atom_bank_case, ikconv_case, ikconv_run, rel_err, rounding_excess
+
 
 F32, F64 = torch.float32, torch.float64
 OPS = ("atom_bank_forward", "atom_bank_backward", "ikconv_forward", "ikconv_backward")
