@@ -198,9 +198,11 @@ def _op(kind: str, backend: str):
 # ---------------------------------------------------------------------------------------------
 # argument checks, one place for every backend
 # ---------------------------------------------------------------------------------------------
-def _need(ok: bool, op: str, what: str) -> None:
+def _need(ok: bool, op: str, what) -> None:
+    """Raise `op: what` unless ok. `what` may be a callable giving the message, so that it is built
+    only on failure: under torch.compile with dynamic shapes, formatting a SymInt breaks the graph."""
     if not ok:
-        raise ValueError(f"{op}: {what}")
+        raise ValueError(f"{op}: {what() if callable(what) else what}")
 
 
 def _check_tensors(op: str, named: dict) -> None:
@@ -209,7 +211,7 @@ def _check_tensors(op: str, named: dict) -> None:
             raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
     (first, t0), *rest = named.items()
     for n, t in rest:
-        _need(t.device == t0.device, op, f"{n} is on {t.device} but {first} is on {t0.device}; expected one device")
+        _need(t.device == t0.device, op, lambda: f"{n} is on {t.device} but {first} is on {t0.device}; expected one device")
 
 
 def _shape(t: Tensor) -> str:
@@ -219,20 +221,20 @@ def _shape(t: Tensor) -> str:
 def _check_atom_bank(coords, mask, w1, b1, w2, b2, w3, omega, op: str = "atom_bank") -> None:
     named = dict(coords=coords, mask=mask, w1=w1, b1=b1, w2=w2, b2=b2, w3=w3, omega=omega)
     _check_tensors(op, named)
-    _need(coords.dim() == 4, op, f"coords must be [G, K, K, D], got {_shape(coords)}")
+    _need(coords.dim() == 4, op, lambda: f"coords must be [G, K, K, D], got {_shape(coords)}")
     G, K, K2, D = coords.shape
-    _need(1 <= G <= 9 and K == K2 == 2 * G + 1, op, f"coords must be [G, 2G+1, 2G+1, D] with G in 1..9, got {_shape(coords)}")
-    _need(w1.dim() == 3 and w1.shape[2] == D, op, f"w1 must be [M, Hd, D={D}], got {_shape(w1)}")
+    _need(1 <= G <= 9 and K == K2 == 2 * G + 1, op, lambda: f"coords must be [G, 2G+1, 2G+1, D] with G in 1..9, got {_shape(coords)}")
+    _need(w1.dim() == 3 and w1.shape[2] == D, op, lambda: f"w1 must be [M, Hd, D={D}], got {_shape(w1)}")
     M, Hd = w1.shape[0], w1.shape[1]
-    _need(1 <= M <= 16, op, f"w1 must have M in 1..16 atoms, got M={M}")
-    _need(1 <= Hd <= 128, op, f"w1 must have a hidden width Hd in 1..128, got Hd={Hd}")
+    _need(1 <= M <= 16, op, lambda: f"w1 must have M in 1..16 atoms, got M={M}")
+    _need(1 <= Hd <= 128, op, lambda: f"w1 must have a hidden width Hd in 1..128, got Hd={Hd}")
     expected = dict(mask=(G, K, K), b1=(M, Hd), w2=(M, Hd, Hd), b2=(M, Hd), w3=(M, Hd), omega=(M,))
     for name, shape in expected.items():
         t = named[name]
-        _need(tuple(t.shape) == shape, op, f"{name} must be {list(shape)}, got {_shape(t)}")
-    _need(w1.dtype in backends.FLOAT_DTYPES, op, f"w1 must be float16, bfloat16, float32 or float64, got {w1.dtype}")
+        _need(tuple(t.shape) == shape, op, lambda: f"{name} must be {list(shape)}, got {_shape(t)}")
+    _need(w1.dtype in backends.FLOAT_DTYPES, op, lambda: f"w1 must be float16, bfloat16, float32 or float64, got {w1.dtype}")
     for name, t in named.items():
-        _need(t.dtype == w1.dtype, op, f"{name} has dtype {t.dtype}; expected w1's {w1.dtype}")
+        _need(t.dtype == w1.dtype, op, lambda: f"{name} has dtype {t.dtype}; expected w1's {w1.dtype}")
 
 
 def _check_ikconv(x, atoms, scale, basis, weight, bias, residual, op: str = "inverse_kernel_conv") -> None:
@@ -240,27 +242,27 @@ def _check_ikconv(x, atoms, scale, basis, weight, bias, residual, op: str = "inv
     if bias is not None:
         named["bias"] = bias
     _check_tensors(op, named)
-    _need(x.dim() == 4, op, f"x must be [B, C, H, W], got {_shape(x)}")
+    _need(x.dim() == 4, op, lambda: f"x must be [B, C, H, W], got {_shape(x)}")
     B, C, H, W = x.shape
-    _need(atoms.dim() == 4, op, f"atoms must be [G, M, K, K], got {_shape(atoms)}")
+    _need(atoms.dim() == 4, op, lambda: f"atoms must be [G, M, K, K], got {_shape(atoms)}")
     G, M, K, K2 = atoms.shape
-    _need(1 <= G <= 9 and K == K2 == 2 * G + 1, op, f"atoms must be [G, M, 2G+1, 2G+1] with G in 1..9, got {_shape(atoms)}")
-    _need(1 <= M <= 16, op, f"atoms must have M in 1..16 atoms per group, got M={M}")
-    _need(tuple(scale.shape) == (B, G, H, W), op, f"scale must be [B, G, H, W] = {[B, G, H, W]}, got {_shape(scale)}")
-    _need(tuple(basis.shape) == (B, M, H, W), op, f"basis must be [B, M, H, W] = {[B, M, H, W]}, got {_shape(basis)}")
-    _need(weight.dim() == 4 and tuple(weight.shape[1:]) == (G, C, M), op, f"weight must be [O, G={G}, C={C}, M={M}], got {_shape(weight)}")
+    _need(1 <= G <= 9 and K == K2 == 2 * G + 1, op, lambda: f"atoms must be [G, M, 2G+1, 2G+1] with G in 1..9, got {_shape(atoms)}")
+    _need(1 <= M <= 16, op, lambda: f"atoms must have M in 1..16 atoms per group, got M={M}")
+    _need(tuple(scale.shape) == (B, G, H, W), op, lambda: f"scale must be [B, G, H, W] = {[B, G, H, W]}, got {_shape(scale)}")
+    _need(tuple(basis.shape) == (B, M, H, W), op, lambda: f"basis must be [B, M, H, W] = {[B, M, H, W]}, got {_shape(basis)}")
+    _need(weight.dim() == 4 and tuple(weight.shape[1:]) == (G, C, M), op, lambda: f"weight must be [O, G={G}, C={C}, M={M}], got {_shape(weight)}")
     O = weight.shape[0]
     _need(O >= 1, op, "weight must have O >= 1 output channels")
     if bias is not None:
-        _need(tuple(bias.shape) == (O,), op, f"bias must be [O={O}], got {_shape(bias)}")
-    _need(not residual or O == C, op, f"residual=True needs O == C, got O={O}, C={C}")
-    _need(x.dtype in backends.FLOAT_DTYPES, op, f"x must be float16, bfloat16, float32 or float64, got {x.dtype}")
+        _need(tuple(bias.shape) == (O,), op, lambda: f"bias must be [O={O}], got {_shape(bias)}")
+    _need(not residual or O == C, op, lambda: f"residual=True needs O == C, got O={O}, C={C}")
+    _need(x.dtype in backends.FLOAT_DTYPES, op, lambda: f"x must be float16, bfloat16, float32 or float64, got {x.dtype}")
     for name in ("scale", "basis"):
-        _need(named[name].dtype == x.dtype, op, f"{name} has dtype {named[name].dtype}; expected x's {x.dtype}")
+        _need(named[name].dtype == x.dtype, op, lambda: f"{name} has dtype {named[name].dtype}; expected x's {x.dtype}")
     allowed = {x.dtype, reference.acc_dtype(x.dtype)}
     for name in ("atoms", "weight", "bias"):
         if name in named:
-            _need(named[name].dtype in allowed, op, f"{name} has dtype {named[name].dtype}; expected one of {sorted(map(str, allowed))}")
+            _need(named[name].dtype in allowed, op, lambda: f"{name} has dtype {named[name].dtype}; expected one of {sorted(map(str, allowed))}")
 
 
 def _ikconv_operands(x, atoms, scale, basis, weight, bias) -> tuple:
@@ -285,7 +287,7 @@ def atom_bank(coords, mask, w1, b1, w2, b2, w3, omega, *, backend: str = "auto")
     _check_atom_bank(coords, mask, w1, b1, w2, b2, w3, omega)
     name = backends.resolve(backend, w1.device, w1.dtype)
     supported = backends.BANK_DTYPES[name]
-    _need(w1.dtype in supported, "atom_bank", f"w1 must be {backends._names(supported)} on backend {name!r}, got {w1.dtype}")
+    _need(w1.dtype in supported, "atom_bank", lambda: f"w1 must be {backends._names(supported)} on backend {name!r}, got {w1.dtype}")
     args = [t.contiguous() for t in (coords, mask, w1, b1, w2, b2, w3, omega)]
     return _op("atom_bank", name)(*args)
 
