@@ -23,11 +23,9 @@ from pathlib import Path
 
 import torch
 
-import floor
-import measure
-import workloads
 from report import slug
-from inik_fast import available_backends, ops
+from inik_fast import available_backends
+from inik_fast.benchmarking import machine, measure, workloads
 
 F32, BF16, F64 = torch.float32, torch.bfloat16, torch.float64
 TRAIN = ("atoms", "scale", "basis", "weight", "bias")
@@ -183,7 +181,7 @@ def sweep(device: str, tiny: bool, deadline: float) -> dict:
             if key not in best or r["time_ms"] < best[key]["time_ms"]:
                 best[key] = r
     return dict(
-        device=floor.device_name(device), torch=torch.__version__, cuda=torch.version.cuda,
+        device=machine.device_name(device), torch=torch.__version__, cuda=torch.version.cuda,
         triton=_triton_version(), date=datetime.date.today().isoformat(), tiny=tiny,
         allow_tf32=dict(cudnn=torch.backends.cudnn.allow_tf32, matmul=torch.backends.cuda.matmul.allow_tf32),
         rows=rows, best={k: v["variant"] for k, v in best.items()},
@@ -235,7 +233,7 @@ def main(argv=None) -> int:
     device = "cpu" if args.tiny else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("sweep.py: no CUDA device is visible to torch; use --tiny on a CPU")
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # exact fp32 release
+    measure.set_tf32(False)  # exact fp32 release
     result = sweep(device, args.tiny, time.monotonic() + args.budget)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"sweep-{slug(result['device'])}-{result['date']}"
