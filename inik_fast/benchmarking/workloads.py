@@ -96,8 +96,8 @@ PROFILES = {
         ikconv_train=((2, 16, 16, F32),),
         ikconv_train_dx=((2, 16, 16, F32),),
         atom_bank=(F32,),
-        model_eval=((1, 32, 32, F32), (1, 32, 32, BF16)),
-        train_step=((1, 32, 32, F32), (1, 32, 32, BF16)),
+        model_eval=((1, 32, 32, F32), (1, 32, 32, BF16)),  # bf16 autocast's plumbing, the step's too
+        train_step=((1, 32, 32, F32),),
         warmup=0, target_s=0.0, min_rounds=1, max_rounds=1,
     ),
 }
