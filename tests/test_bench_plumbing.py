@@ -32,7 +32,7 @@ def dry_run(tmp_path_factory):
     env = dict(os.environ, PYTHON=sys.executable)
     proc = subprocess.run(
         [str(BENCH / "gpu_check.sh"), "--out", str(out), "--cpu-dry-run"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=400,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=480,  # the dry run's deadline is 420 s
     )
     return proc, out
 

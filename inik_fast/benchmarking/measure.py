@@ -1,7 +1,8 @@
 """The one measurement that `inik-fast bench` and the benchmarks/ suites share.
 
 `Interleaved(case)` times the case's first call on its own, warms it up, measures its peak extra
-memory in one untimed call and picks the number of rounds; each `round()` then times the release's
+memory in one untimed call (in the first call itself for a profile without warm-up, the tiny
+plumbing one) and picks the number of rounds; each `round()` then times the release's
 step and the case's step one after the other on the same inputs, so that a drift in the
 machine's load lands on both sides of the ratio alike. `measure(case)` runs the rounds and
 returns their medians.
@@ -139,11 +140,16 @@ class Interleaved:
         self.n_sets = s.n_sets
         self.call = _cycle(s.step, s.n_sets)
         self.release_call = None if s.release_step is None else _cycle(s.release_step, s.n_sets)
-        first_s = seconds(self.call, device)
-        for _ in range(p.warmup - 1):
-            self.call()
-        sync(device)
-        peak, probe_s = peak_extra_bytes(self.call, device)
+        if p.warmup == 0:  # the plumbing profile (tiny): the first call is also the memory probe
+            first = []
+            peak, _ = peak_extra_bytes(lambda: first.append(seconds(self.call, device)), device)
+            first_s = probe_s = first[0]
+        else:
+            first_s = seconds(self.call, device)
+            for _ in range(p.warmup - 1):
+                self.call()
+            sync(device)
+            peak, probe_s = peak_extra_bytes(self.call, device)
         self.rounds = rounds or max(p.min_rounds, min(p.max_rounds, int(p.target_s / max(probe_s, 1e-9))))
         if self.release_call:
             self.release_call()  # its first call is the release case's business
