@@ -126,7 +126,7 @@ else:
     ext = CppExtension("inik_fast._C", cpp_sources, extra_compile_args={"cxx": cxx_flags}, **ext_kwargs)
 
 setup(
-    packages=["inik_fast", "inik_fast.data", "inik_fast.kernels", "inik_fast.weights"],
+    packages=["inik_fast", "inik_fast.benchmarking", "inik_fast.data", "inik_fast.kernels", "inik_fast.weights"],
     package_dir={"inik_fast": "inik_fast", "inik_fast.kernels": "kernels"},
     # the PEP 561 marker; the default checkpoint (scripts/train_default.sh)
     package_data={"inik_fast": ["py.typed"], "inik_fast.weights": ["*.pt"]},

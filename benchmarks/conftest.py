@@ -1,5 +1,6 @@
 """pytest-benchmark setup: collects bench_*.py, builds one case per (suite, size, dtype, backend)
-for the chosen device and size profile, records the machine, and enforces a time budget.
+for the chosen device and size profile (inik_fast.benchmarking.workloads), records the machine
+(the CPU's model and speed flags, AMX or not, even for a GPU run), and enforces a time budget.
 
 Options:
   --bench-device cpu|cuda   device to benchmark (default: cuda when available, else cpu)
@@ -16,14 +17,13 @@ import pytest
 import torch
 
 import floor
-import workloads
+from inik_fast.benchmarking import machine, measure, workloads
 
 _start = time.monotonic()
 
 
 def pytest_configure(config):
-    # fp32 means fp32 for every entry, the release's convolutions included: TF32 off, and recorded
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    measure.set_tf32(False)  # recorded in machine_info
 
 
 def pytest_addoption(parser):
@@ -78,10 +78,10 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         triton_version = None
     machine_info["inik_fast"] = dict(
         device=device,
-        device_name=floor.device_name(device),
-        cpu=floor.cpu_name(),
-        cpu_flags=floor.cpu_flags(),
-        cores=floor.cpu_cores(),
+        device_name=machine.device_name(device),
+        cpu=machine.cpu_name(),
+        cpu_flags=machine.cpu_flags(),
+        cores=machine.cpu_cores(),
         torch=torch.__version__,
         cuda=torch.version.cuda,
         triton=triton_version,

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode, register_flop_formula
 
+from inik_fast import INIKNet, INIKNetConfig
+
 
 # ---------------------------------------------------------------------------------------------
 # MACs
@@ -76,6 +78,28 @@ def count_macs(fn) -> int:
     return counter.get_total_flops() // 2
 
 
+@functools.lru_cache(maxsize=None)
+def macs(suite: str, shape: tuple, cfg: INIKNetConfig, minimal: bool = False) -> int:
+    """The work of one timed call of `suite` at `shape`, the same for every backend: the design's
+    own (the op's backward recomputes D), or with `minimal` the least (D stored by the forward)."""
+    G, M = cfg.num_groups, cfg.basis_num
+    if suite == "atom_bank":
+        return sum(atom_bank_macs(G, M, cfg.inr_hidden, cfg.coord_dim, backward=b) for b in (False, True))
+    B, C, H, W = shape
+    if suite == "ikconv_forward":
+        return ikconv_macs(B, C, H, W, G, M, C)
+    if suite in ("ikconv_train", "ikconv_train_dx"):
+        bwd = ikconv_macs(B, C, H, W, G, M, C, backward=True, need_x_grad=suite == "ikconv_train_dx", recompute=not minimal)
+        return ikconv_macs(B, C, H, W, G, M, C) + bwd
+    with torch.device("meta"):
+        net = INIKNet(cfg, backend="reference")
+        x = torch.empty(shape)
+    if suite == "model_eval":
+        net.eval()
+        return count_macs(lambda: net(x))
+    return count_macs(lambda: sum(o.sum() for o in net(x)).backward())
+
+
 # ---------------------------------------------------------------------------------------------
 # peak FMA rates
 # ---------------------------------------------------------------------------------------------
@@ -90,38 +114,6 @@ GPU_PEAK_FMA = {
     "H200": (33.5e12, "H200 fp32 67 TFLOP/s (132 SMs x 128 lanes x 1.98 GHz), NVIDIA data sheet"),
     "A100": (9.75e12, "A100 fp32 19.5 TFLOP/s (108 SMs x 64 lanes x 1.41 GHz), NVIDIA data sheet"),
 }
-
-
-def _cpuinfo() -> dict:
-    """The first processor's fields of /proc/cpuinfo (empty where there is none)."""
-    try:
-        block = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
-    except OSError:
-        return {}
-    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in block.splitlines())}
-
-
-def cpu_cores() -> int:
-    """Cores this process may run on (the benchmarks use all of them)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def cpu_name() -> str:
-    info = _cpuinfo()
-    return info.get("model name", "unknown CPU")
-
-
-# The CPU features that decide the kernels' speed (vector width, bf16 conversions, AMX tiles).
-SPEED_FLAGS = ("fma", "avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
-
-
-def cpu_flags() -> list[str]:
-    """Which of SPEED_FLAGS /proc/cpuinfo lists for this CPU."""
-    have = set(_cpuinfo().get("flags", "").split())
-    return [f for f in SPEED_FLAGS if f in have]
 
 
 @functools.lru_cache(maxsize=None)
@@ -142,12 +134,6 @@ def cpu_peak_fma() -> tuple[float, str]:
         except (OSError, subprocess.SubprocessError) as e:
             return 0.0, f"unknown: benchmarks/fma_peak.c did not build or run ({e})"
     return float(rate), f"measured by benchmarks/fma_peak.c: {threads} threads x {lanes}-lane fp32 FMA chains"
-
-
-def device_name(device: str) -> str:
-    if torch.device(device).type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{cpu_name()}, {cpu_cores()} cores"
 
 
 def peak_fma(device: str) -> tuple[float, str]:

@@ -15,8 +15,9 @@
 # usage: benchmarks/gpu_check.sh --out DIR [--cpu-dry-run] [--deadline SECONDS]
 #   --cpu-dry-run  prove the plumbing on a CPU: no build (uses the extension already built), the
 #                  Triton interpreter, tiny sizes, one round; results go to DIR only
-#   --deadline     seconds for the whole script (default 470, 300 for a dry run); each stage has a
-#                  cap and keeps time back for the stages after it, so the benchmarks always run
+#   --deadline     seconds for the whole script (default 470, 420 for a dry run: about 90 s of CPU
+#                  work that a loaded shared machine can stretch 4-5x); each stage has a cap and
+#                  keeps time back for the stages after it, so the benchmarks always run
 #   PYTHON         interpreter to use (default python3)
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
@@ -32,9 +33,12 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$OUT" ] || { echo "gpu_check.sh: --out DIR is required" >&2; exit 2; }
 mkdir -p "$OUT" && OUT="$(cd "$OUT" && pwd)" || exit 2
-[ -n "$DEADLINE" ] || DEADLINE=$([ $DRY = 1 ] && echo 300 || echo 470)
+[ -n "$DEADLINE" ] || DEADLINE=$([ $DRY = 1 ] && echo 420 || echo 470)
 PY="${PYTHON:-python3}"
 export PYTHONUNBUFFERED=1
+# every stage imports this checkout's package, the scripts run as files (sweep.py, profile_gpu.py)
+# too, even where the interpreter has another copy installed (a dry run does not install)
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 START=$(date +%s)
 RESERVE=15          # seconds kept back for the last report
 FAILED=0
@@ -46,8 +50,10 @@ REPORT_MD="$WORK/report.md" LOG="$OUT/run.log"
 if [ $DRY = 1 ]; then
   export TRITON_INTERPRET=1 OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}  # the interpreter's numpy stalls on BLAS threads
   BENCH_ARGS=(--bench-device cpu --bench-size tiny) SWEEP_ARGS=(--tiny)
+  export BENCH_RESERVE=20  # seconds a stage keeps after its budget: one tiny entry, then the JSON
 else
   BENCH_ARGS=(--bench-device cuda --bench-size full) SWEEP_ARGS=()
+  export BENCH_RESERVE=40
 fi
 if [ -f .carry/iniknet_official_float64.pt ]; then
   export INIK_FAST_FIXTURE="$PWD/.carry/iniknet_official_float64.pt"
@@ -89,7 +95,7 @@ stage() {
 bench() {
   local name=$1 max=$2 keep=$3 suite=$4
   stage "$name" "$max" "$keep" "$LOG" bash -c '
-    budget=$((STAGE_LIMIT - 40 > 10 ? STAGE_LIMIT - 40 : 10))
+    budget=$((STAGE_LIMIT - BENCH_RESERVE > 10 ? STAGE_LIMIT - BENCH_RESERVE : 10))
     exec "$0" -m pytest "$1" --benchmark-only -q -p no:cacheprovider --bench-budget "$budget" \
       --benchmark-json "$2" --benchmark-columns=median,rounds "${@:3}"' \
     "$PY" "benchmarks/$suite.py" "$WORK/$name.json" "${BENCH_ARGS[@]}"

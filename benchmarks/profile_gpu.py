@@ -12,7 +12,7 @@ import sys
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-import workloads
+from inik_fast.benchmarking import workloads
 from sweep import GPU_WORKLOADS, make_case, run_op
 
 PROFILED = (GPU_WORKLOADS[0], GPU_WORKLOADS[2])  # the forward and fwd+bwd+dx workloads

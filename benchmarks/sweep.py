@@ -23,11 +23,9 @@ from pathlib import Path
 
 import torch
 
-import floor
-import measure
-import workloads
 from report import slug
-from inik_fast import available_backends, ops
+from inik_fast import available_backends
+from inik_fast.benchmarking import machine, measure, workloads
 
 F32, BF16, F64 = torch.float32, torch.bfloat16, torch.float64
 TRAIN = ("atoms", "scale", "basis", "weight", "bias")
@@ -165,8 +163,13 @@ def sweep(device: str, tiny: bool, deadline: float) -> dict:
                 continue
             try:
                 with environment(v.env):
-                    err = rel_err(run_op(v.backend, t, w.grads), ref)
-                    ms = median_ms(lambda: run_op(v.backend, t, w.grads), device, reps, warmup)
+                    if tiny:  # the plumbing: one call, checked and timed (the interpreter is slow)
+                        out = []
+                        ms = 1e3 * measure.seconds(lambda: out.append(run_op(v.backend, t, w.grads)), device)
+                        err = rel_err(out.pop(), ref)
+                    else:
+                        err = rel_err(run_op(v.backend, t, w.grads), ref)
+                        ms = median_ms(lambda: run_op(v.backend, t, w.grads), device, reps, warmup)
             except Exception as e:  # a variant that fails is reported, and the sweep goes on
                 rows.append({**row, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"})
                 print(f"  {v.backend} / {v.name}: FAILED {rows[-1]['error']}", flush=True)
@@ -185,7 +188,7 @@ def sweep(device: str, tiny: bool, deadline: float) -> dict:
             if key not in best or r["time_ms"] < best[key]["time_ms"]:
                 best[key] = r
     return dict(
-        device=floor.device_name(device), torch=torch.__version__, cuda=torch.version.cuda,
+        device=machine.device_name(device), torch=torch.__version__, cuda=torch.version.cuda,
         triton=_triton_version(), date=datetime.date.today().isoformat(), tiny=tiny,
         allow_tf32=dict(cudnn=torch.backends.cudnn.allow_tf32, matmul=torch.backends.cuda.matmul.allow_tf32),
         rows=rows, best={k: v["variant"] for k, v in best.items()},
@@ -237,7 +240,7 @@ def main(argv=None) -> int:
     device = "cpu" if args.tiny else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("sweep.py: no CUDA device is visible to torch; use --tiny on a CPU")
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # exact fp32 release
+    measure.set_tf32(False)  # exact fp32 release
     result = sweep(device, args.tiny, time.monotonic() + args.budget)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"sweep-{slug(result['device'])}-{result['date']}"

@@ -257,10 +257,10 @@ def cmd_export(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    """Quick timing of the ops and the model, reference against the fused backends."""
-    from .bench import run_bench
+    """Time the benchmark workloads per backend, each beside the release's computation."""
+    from .benchmarking.command import run_bench
 
-    print(run_bench(args.device, args.size, args.batch, args.repeat, args.backends, args.tiny))
+    print(run_bench(args.device, args.backends, args.workloads, args.sizes, args.rounds))
     return 0
 
 
@@ -321,11 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help=cmd_bench.__doc__, description=cmd_bench.__doc__)
     b.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    b.add_argument("--size", type=int, default=128, help="image side in px (default 128)")
-    b.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
-    b.add_argument("--repeat", type=int, default=3, help="timed repetitions, best kept (default 3)")
-    b.add_argument("--backends", nargs="+", help="backends to time (default: all available, and the release's computation)")
-    b.add_argument("--tiny", action="store_true", help="a tiny model config instead of the release's")
+    b.add_argument("--backends", nargs="+", help="backends to time, or release (default: every backend available on the device)")
+    b.add_argument("--workloads", nargs="+", help="ikconv_forward, ikconv_train, ikconv_train_dx, atom_bank, model_eval, train_step (default: all)")
+    b.add_argument("--sizes", default="quick", help="quick (default: small sizes, about a minute on 2 CPU cores), "
+                   "full (the sizes of `make bench` / gpu_check.sh for the device) or tiny (a small model)")
+    b.add_argument("--rounds", type=int, default=5, help="timed rounds per backend, each after a round of the release (default and least 5)")
     b.set_defaults(func=cmd_bench)
     return p
 

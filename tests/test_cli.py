@@ -1,4 +1,5 @@
 """The `inik-fast` command line: every command, checkpoint layouts, and one-line errors."""
+import collections
 import json
 import pickle
 import re
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import inik_fast
 from inik_fast import INIKNet, INIKNetConfig, checkpoint
 from inik_fast.cli import build_parser, main, train_config_from_args
 from inik_fast.data import read_image, write_image
@@ -268,12 +270,75 @@ def test_release_baseline_is_a_backend_choice_of_deblur(tmp_path, release_ckpt):
     assert np.abs(reference - release).max() <= 1 / 255  # the same model; 8-bit rounding apart
 
 
-def test_bench_prints_a_table(capsys):
-    assert cli("bench", "--tiny", "--size", 32, "--repeat", 1, "--backends", "reference", "release") == 0
+def _bench_rows(out: str) -> dict:
+    """{(workload, backend): [median ms, release median ms, ratio, rounds]} of `inik-fast bench`'s table."""
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines()[3:] if line.startswith("|")]
+    return {(r[0], r[1]): r[2:] for r in rows}
+
+
+def test_bench_times_the_benchmark_workloads_beside_the_release(capsys):
+    args = ("--sizes", "tiny", "--workloads", "ikconv_forward", "atom_bank", "--backends", "release", "reference", "cpu")
+    assert cli("bench", *args) == 0
     out = capsys.readouterr().out
-    assert "| reference" in out and "| release" in out and "ikconv fwd+bwd ms" in out and "model fwd ms" in out
-    assert cli("bench", "--tiny", "--repeat", 0, "--backends", "reference") == 1  # was a table of "inf"
-    assert "--repeat 0: expected an integer >= 1" in capsys.readouterr().err
+    assert out.splitlines()[1].split() == "| workload | backend | median ms | release median ms | ratio | rounds |".split()
+    rows = _bench_rows(out)
+    workloads = ("ikconv_forward float32 1x24x40", "atom_bank float32 bank")  # the tiny profile's
+    assert set(rows) == {(w, b) for w in workloads for b in ("release", "reference", "cpu")}, out
+    for (workload, backend), (median, release, ratio, rounds) in rows.items():
+        assert rounds == "5" and float(median) > 0, out
+        if backend == "release":
+            assert release == median and ratio == "1.00x", out
+        else:  # to the table's rounding
+            assert float(ratio[:-1]) == pytest.approx(float(release) / float(median), rel=0.02, abs=0.01), out
+
+
+def test_bench_ratio_is_the_release_median_over_the_median_of_the_same_rounds(monkeypatch, capsys):
+    """Fake steps and timings: every round times the release, then the backend; the ratio is of
+    those rounds' medians, not of the release's own entry."""
+    from inik_fast.benchmarking import measure, workloads
+
+    log = []
+
+    def fake_steps(case):
+        def step(who):
+            return lambda i: log.append((case.backend, who))
+
+        return workloads.Steps(step(case.backend), None if case.backend == "release" else step("release"), 1)
+
+    seconds = {  # (case, step): the first call alone, then the timed rounds
+        ("release", "release"): [9.0, 0.1, 0.1, 0.1, 0.1, 0.1],
+        ("cpu", "cpu"): [9.0, 0.004, 0.001, 0.003, 0.005, 0.002],  # median 3 ms
+        ("cpu", "release"): [0.02, 0.06, 0.04, 0.01, 0.05],  # median 40 ms
+    }
+    done = collections.Counter()
+
+    def fake_seconds(fn, device):
+        fn()
+        done[log[-1]] += 1
+        return seconds[log[-1]][done[log[-1]] - 1]
+
+    monkeypatch.setattr(workloads, "steps", fake_steps)
+    monkeypatch.setattr(measure, "seconds", fake_seconds)
+    assert cli("bench", "--sizes", "tiny", "--workloads", "atom_bank", "--backends", "release", "cpu") == 0
+    rows = _bench_rows(capsys.readouterr().out)
+    assert rows[("atom_bank float32 bank", "cpu")] == ["3.000", "40.000", "13.33x", "5"]
+    assert rows[("atom_bank float32 bank", "release")] == ["100.000", "100.000", "1.00x", "5"]
+    cpu = [who for backend, who in log if backend == "cpu"]
+    # the first call (the tiny profile has no warm-up: it is the memory probe too), the release's
+    # first call; then release, cpu, release, cpu, ...
+    assert cpu == ["cpu", "release"] + ["release", "cpu"] * 5
+
+
+def test_bench_refuses_unknown_names_in_one_line(capsys):
+    backends = ", ".join(["release", *inik_fast.available_backends("cpu")])
+    for args, valid in [(("--backends", "cpu", "fast"), f"--backends fast: expected one or more of {backends} (available on cpu)"),
+                        (("--workloads", "model"), "--workloads model: expected one or more of ikconv_forward, "
+                         "ikconv_train, ikconv_train_dx, atom_bank, model_eval, train_step"),
+                        (("--rounds", 4), "--rounds 4: expected an integer >= 5"),
+                        (("--sizes", "huge"), "--sizes huge: expected one of quick, full, tiny")]:
+        assert cli("bench", "--device", "cpu", *args) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.rstrip().endswith(valid), err
 
 
 def test_train_help_says_what_is_required(capsys):

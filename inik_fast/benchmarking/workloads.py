@@ -1,23 +1,25 @@
 """What the benchmarks run: the size profiles, one Case per (suite, shape, dtype, backend), and
-the inputs, models and MAC floors of each suite.
+the inputs, models and steps of each suite.
 
 Every case of a group runs the same work; "release" is the release's own computation
 (`inik_fast.release`), measured in the same run as every backend that
-`inik_fast.available_backends(device, dtype)` reports.
+`inik_fast.available_backends(device, dtype)` reports. `steps(case)` gives the case's step and
+the release's step for the same work, which `measure` times in alternating rounds.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
 import math
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
-import floor
-import inik_fast
-from inik_fast import INIKNet, INIKNetConfig, ops, release
-from inik_fast.atoms import INRAtoms, coords_and_mask
+from .. import backends, ops, release
+from ..atoms import INRAtoms, coords_and_mask
+from ..config import INIKNetConfig
+from ..model import INIKNet
 
 F32, BF16 = torch.float32, torch.bfloat16
 RELEASE = INIKNetConfig()  # G = 7 size groups, M = 10 atoms, C = 3, Hd = 64
@@ -52,15 +54,16 @@ class Profile:
 
 
 PROFILES = {
-    # the project's CPU goals; the release model takes seconds a call here, so few rounds
+    # the project's CPU goals; the release model takes seconds a call here, so few rounds. The
+    # training step is the release's batch (B=4 at 256^2), as on the GPU.
     "cpu": Profile(
         config=RELEASE,
         ikconv_forward=((1, 512, 512, F32), (1, 256, 256, F32)),
         ikconv_train=((1, 512, 512, F32), (1, 256, 256, F32)),
         ikconv_train_dx=((1, 256, 256, F32),),
         atom_bank=(F32,),
-        model_eval=((1, 512, 512, F32),),
-        train_step=((1, 256, 256, F32),),
+        model_eval=((1, 512, 512, F32), (1, 512, 512, BF16)),
+        train_step=((4, 256, 256, F32), (4, 256, 256, BF16)),
         warmup=1, target_s=3.0, min_rounds=5, max_rounds=20,
     ),
     # a DPDD test image (1680x1120) for inference, the release's training batch for training
@@ -74,6 +77,18 @@ PROFILES = {
         train_step=((4, 256, 256, F32), (4, 256, 256, BF16)),
         warmup=3, target_s=1.0, min_rounds=5, max_rounds=50,
     ),
+    # `inik-fast bench`'s default: every suite on the release model at sizes that take about a
+    # minute on 2 CPU cores
+    "quick": Profile(
+        config=RELEASE,
+        ikconv_forward=((1, 256, 256, F32),),
+        ikconv_train=((1, 256, 256, F32),),
+        ikconv_train_dx=((1, 128, 128, F32),),
+        atom_bank=(F32,),
+        model_eval=((1, 128, 128, F32), (1, 128, 128, BF16)),
+        train_step=((1, 128, 128, F32),),
+        warmup=1, target_s=0.0, min_rounds=5, max_rounds=5,
+    ),
     # plumbing checks (gpu_check.sh --cpu-dry-run, CI): one round of tiny shapes
     "tiny": Profile(
         config=SMALL,
@@ -81,7 +96,7 @@ PROFILES = {
         ikconv_train=((2, 16, 16, F32),),
         ikconv_train_dx=((2, 16, 16, F32),),
         atom_bank=(F32,),
-        model_eval=((1, 32, 32, F32),),
+        model_eval=((1, 32, 32, F32), (1, 32, 32, BF16)),  # bf16 autocast's plumbing, the step's too
         train_step=((1, 32, 32, F32),),
         warmup=0, target_s=0.0, min_rounds=1, max_rounds=1,
     ),
@@ -109,9 +124,12 @@ class Case:
         return self.profile.config
 
     @property
+    def size(self) -> str:
+        return "x".join(map(str, (self.shape[0], *self.shape[2:]))) if self.shape else "bank"
+
+    @property
     def id(self) -> str:
-        size = "x".join(map(str, (self.shape[0], *self.shape[2:]))) if self.shape else "bank"
-        return f"{dtype_name(self.dtype)}-{size}-{self.backend}"
+        return f"{dtype_name(self.dtype)}-{self.size}-{self.backend}"
 
     @property
     def shape_text(self) -> str:
@@ -139,7 +157,7 @@ def cases(suite: str, device: str, profile_name: str) -> list[Case]:
         else:
             B, H, W, dtype = entry
             shape = (B, profile.config.in_ch, H, W)
-        for backend in ["release", *inik_fast.available_backends(device, dtype)]:
+        for backend in ["release", *backends.available_backends(device, dtype)]:
             out.append(Case(suite, backend, device, dtype, shape, profile))
     return out
 
@@ -241,26 +259,111 @@ def train_loss(outs, targets):
 
 
 # ---------------------------------------------------------------------------------------------
-# MAC floors
+# steps: step(i) runs the case's work once on input set i
 # ---------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
-def macs(suite: str, shape: tuple, cfg: INIKNetConfig, minimal: bool = False) -> int:
-    """The work of one timed call of `suite` at `shape`, the same for every backend: the design's
-    own (the op's backward recomputes D), or with `minimal` the least (D stored by the forward)."""
-    G, M = cfg.num_groups, cfg.basis_num
-    if suite == "atom_bank":
-        return sum(floor.atom_bank_macs(G, M, cfg.inr_hidden, cfg.coord_dim, backward=b) for b in (False, True))
-    B, C, H, W = shape
-    if suite == "ikconv_forward":
-        return floor.ikconv_macs(B, C, H, W, G, M, C)
-    if suite in ("ikconv_train", "ikconv_train_dx"):
-        bwd = floor.ikconv_macs(B, C, H, W, G, M, C, backward=True, need_x_grad=suite == "ikconv_train_dx",
-                                recompute=not minimal)
-        return floor.ikconv_macs(B, C, H, W, G, M, C) + bwd
-    with torch.device("meta"):
-        net = INIKNet(cfg, backend="reference")
-        x = torch.empty(shape)
-    if suite == "model_eval":
-        net.eval()
-        return floor.count_macs(lambda: net(x))
-    return floor.count_macs(lambda: sum(o.sum() for o in net(x)).backward())
+Step = Callable[[int], Any]
+TRAIN_GRADS = ("atoms", "scale", "basis", "weight", "bias")
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+    step: Step  # the case's backend
+    release_step: Step | None  # the same work by the release; None when the case is the release
+    n_sets: int  # step(i) takes i in range(n_sets)
+
+
+def steps(case: Case) -> Steps:
+    """The case's step and the release's for the same inputs (made once, shared by both)."""
+    make, n_sets = _SUITES[case.suite](case)
+    return Steps(make(case.backend), None if case.backend == "release" else make("release"), n_sets)
+
+
+def _ikconv_forward(case: Case):
+    """Op inputs rotate among enough sets to stream more than twice the last-level cache."""
+    sets = input_sets(functools.partial(ikconv_inputs, case), case.device)
+
+    def make(backend):
+        def step(i):
+            t = sets[i]
+            with torch.no_grad():
+                return ikconv(backend, t["x"], t["atoms"], t["scale"], t["basis"], t["weight"], t["bias"])
+
+        return step
+
+    return make, len(sets)
+
+
+def _ikconv_train(case: Case, x_grad: bool):
+    """Forward, then the gradients of every input that needs one for a fixed cotangent."""
+    leaves = (("x",) if x_grad else ()) + TRAIN_GRADS
+    sets = input_sets(functools.partial(ikconv_inputs, case, grads=leaves), case.device)
+
+    def make(backend):
+        def step(i):
+            t = sets[i]
+            y = ikconv(backend, t["x"], t["atoms"], t["scale"], t["basis"], t["weight"], t["bias"])
+            return torch.autograd.grad(y, [t[k] for k in leaves], t["cotangent"])
+
+        return step
+
+    return make, len(sets)
+
+
+def _atom_bank(case: Case):
+    module = atom_module(case)
+    params = list(module.parameters())
+    G, M = case.config.num_groups, case.config.basis_num
+    cotangent = torch.randn(G, M, 2 * G + 1, 2 * G + 1, device=case.device, dtype=case.dtype)
+
+    def make(backend):
+        twin = dataclasses.replace(case, backend=backend)
+        return lambda i: torch.autograd.grad(atoms_of(module, twin), params, cotangent)
+
+    return make, 1
+
+
+def _model_eval(case: Case):
+    x = torch.rand(case.shape, generator=torch.Generator(case.device).manual_seed(0), device=case.device)
+
+    def make(backend):
+        twin = dataclasses.replace(case, backend=backend)
+        net = model(twin).eval()
+
+        def step(i):
+            with torch.inference_mode(), precision(twin):
+                return net(x)
+
+        return step
+
+    return make, 1
+
+
+def _train_step(case: Case):
+    x, targets = training_data(case)
+
+    def make(backend):
+        twin = dataclasses.replace(case, backend=backend)
+        net = model(twin).train()
+        opt = torch.optim.Adam(net.parameters(), lr=2e-4)  # the release's optimiser
+
+        def step(i):
+            opt.zero_grad(set_to_none=True)
+            with precision(twin):
+                loss = train_loss(net(x), targets)
+            loss.backward()
+            opt.step()
+            return loss.detach()
+
+        return step
+
+    return make, 1
+
+
+_SUITES = {
+    "ikconv_forward": _ikconv_forward,
+    "ikconv_train": functools.partial(_ikconv_train, x_grad=False),
+    "ikconv_train_dx": functools.partial(_ikconv_train, x_grad=True),
+    "atom_bank": _atom_bank,
+    "model_eval": _model_eval,
+    "train_step": _train_step,
+}
