@@ -18,7 +18,14 @@ ENV_VAR = "INIK_FAST_BACKEND"
 _AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
 # The x dtypes of the ops' contract (`docs/ops.md`).
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-_DTYPES = {"reference": FLOAT_DTYPES, "cpu": (torch.float32, torch.float64), "cuda": FLOAT_DTYPES}
+_DTYPES = {"reference": FLOAT_DTYPES, "cpu": FLOAT_DTYPES, "cuda": FLOAT_DTYPES}
+# The atom bank's parameter dtypes per backend: the GPU kernels take float32/float64 only.
+BANK_DTYPES = {
+    "reference": FLOAT_DTYPES,
+    "cpu": FLOAT_DTYPES,
+    "cuda": (torch.float32, torch.float64),
+    "triton": (torch.float32, torch.float64),
+}
 # The Triton kernels' float32 dots use TF32 tensor cores (Ampere on).
 _TRITON_MIN_CAPABILITY = (8, 0)
 

@@ -193,6 +193,7 @@ def eval_summary(report: dict) -> dict:
             "psnr_gain": m["psnr_gain"],
             "ssim_in": m["input"]["ssim"],
             "ssim_out": m["output"]["ssim"],
+            **({"family_gains": {f: fm["psnr_gain"] for f, fm in report["families"].items()}} if "families" in report else {}),
         }
     except (KeyError, TypeError) as e:
         raise UserError(f"not an `inik-fast eval --json` report (no {e} entry)") from None

@@ -46,6 +46,7 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     S = argparse.SUPPRESS
     p.add_argument("--config", help="JSON file of training settings (the keys of the flags below, with _ for -)")
     p.add_argument("--model-config", help="JSON file of INIKNetConfig fields (default: the release config)")
+    p.add_argument("--init", default=argparse.SUPPRESS, help="start from this checkpoint's weights (fine-tuning; the model config is its own)")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default=S, help="synthetic (default), dpdd, lfdof, realdof, rtf or pairs")
     g.add_argument("--data", default=S, help="root folder of a folder dataset (name its layout with --dataset)")
@@ -53,8 +54,9 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--val-data", default=S, help="validation dataset root (folder datasets)")
     g.add_argument("--val-split", default=S, help="validation split (default test)")
     g.add_argument("--crop", type=int, default=S, help="training crop size (default 256, a multiple of 16)")
-    g.add_argument("--max-radius", type=float, default=S, help="synthetic: largest blur radius in px (default 8)")
-    g.add_argument("--noise", type=float, default=S, help="synthetic: largest noise sigma (default 0)")
+    g.add_argument("--max-radius", type=float, default=S, help="synthetic: largest blur radius in px (default 12)")
+    g.add_argument("--noise", type=float, default=S, help="synthetic: largest sensor noise level (default 0.02)")
+    g.add_argument("--jpeg", type=float, default=S, help="synthetic: share of JPEG-compressed samples (default 0.5)")
     g = p.add_argument_group("schedule")
     g.add_argument("--steps", type=int, default=S, help="optimizer steps (required, or --epochs for a folder dataset)")
     g.add_argument("--epochs", type=float, default=S, help="epochs instead of steps (folder datasets)")
@@ -195,8 +197,9 @@ def cmd_synth(args) -> int:
     """Write synthetic defocus pairs (OUT/blurry, OUT/sharp) from scikit-image's photos."""
     from .data import write_pairs
 
-    written = write_pairs(args.out, args.count, split=args.split, crop=args.crop, seed=args.seed, max_radius=args.max_radius, noise=args.noise)
-    print(f"wrote {len(written)} pairs to {args.out}/blurry and {args.out}/sharp")
+    written = write_pairs(args.out, args.count, split=args.split, crop=args.crop, seed=args.seed, max_radius=args.max_radius, noise=args.noise, jpeg=args.jpeg)
+    where = "FAMILY/blurry and FAMILY/sharp, one folder per family" if args.split == "eval" else "blurry and sharp"
+    print(f"wrote {len(written)} pairs to {args.out}: {where}")
     return 0
 
 
@@ -228,6 +231,7 @@ def cmd_bench(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .data.image_io import DEFAULT_MAX_PIXELS
+    from .data.synthetic import EVAL_PHOTOS, JPEG, MAX_RADIUS, NOISE
 
     p = argparse.ArgumentParser(prog="inik-fast", description="INIKNet defocus deblurring with fused ops")
     p.add_argument("--version", action="version", version=f"inik-fast {__version__}")
@@ -250,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dataset", default="synthetic", help="synthetic (default: held-out photos incl. the motorcycle pair), dpdd, lfdof, realdof, rtf or pairs")
     e.add_argument("--data", help="root folder of a folder dataset (name its layout with --dataset)")
     e.add_argument("--split", default="test", help="dataset split (default test)")
-    e.add_argument("--count", type=int, default=8, help="synthetic: number of held-out images (default 8)")
+    e.add_argument("--count", type=int, default=len(EVAL_PHOTOS), help=f"synthetic: held-out images per family (default {len(EVAL_PHOTOS)})")
     e.add_argument("--limit", type=int, help="evaluate only the first N images")
     e.add_argument("--json", help="also write the report as JSON to this file (- for stdout)")
     e.add_argument("--perceptual-weights", help="folder with the LPIPS weights (adds the LPIPS column)")
@@ -260,11 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("synth", help=cmd_synth.__doc__, description=cmd_synth.__doc__)
     s.add_argument("out", help="output folder")
     s.add_argument("--split", choices=("train", "eval"), default="train", help="training crops or the held-out eval images")
-    s.add_argument("--count", type=int, default=16, help="number of pairs (default 16)")
+    s.add_argument("--count", type=int, default=16, help="number of pairs; eval: per family (default 16)")
     s.add_argument("--crop", type=int, default=256, help="train: crop size (default 256)")
     s.add_argument("--seed", type=int, help="seed (default: 0 for train, the eval seed for eval)")
-    s.add_argument("--max-radius", type=float, default=8.0, help="largest blur radius in px (default 8)")
-    s.add_argument("--noise", type=float, default=0.0, help="largest noise sigma (default 0)")
+    s.add_argument("--max-radius", type=float, default=MAX_RADIUS, help=f"largest blur radius in px (default {MAX_RADIUS:g})")
+    s.add_argument("--noise", type=float, default=NOISE, help=f"largest sensor noise level (default {NOISE:g})")
+    s.add_argument("--jpeg", type=float, default=JPEG, help=f"share of JPEG-compressed images (default {JPEG:g})")
     s.set_defaults(func=cmd_synth)
 
     x = sub.add_parser("export", help=cmd_export.__doc__, description=cmd_export.__doc__)

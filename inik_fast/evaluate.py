@@ -7,6 +7,7 @@ import time
 import numpy as np
 
 from .data import FOLDER_DATASETS, FOLDER_HINT, SyntheticEval
+from .data.synthetic import HELD_OUT
 from .deblur import DEFAULT_HALO, deblur
 from .errors import ConfigError, UserError
 from .metrics import image_metrics
@@ -17,7 +18,7 @@ def open_eval_set(dataset: str, root, split: str, count: int):
     if dataset == "synthetic":
         if root is not None:
             raise ConfigError(f"--data {root}: expected {FOLDER_HINT}")
-        return SyntheticEval(count)
+        return SyntheticEval(count)  # `count` per family
     if dataset not in FOLDER_DATASETS:
         raise UserError(f"--dataset {dataset}: expected 'synthetic' or one of {sorted(FOLDER_DATASETS)}")
     if root is None:
@@ -46,16 +47,27 @@ def evaluate(model, dataset="synthetic", root=None, split="test", count=8, limit
         rows.append(
             {
                 "name": item["name"],
+                **({"family": item["family"]} if "family" in item else {}),
                 "size": list(item["blurry"].shape[-2:][::-1]),
                 "input": image_metrics(item["blurry"], item["sharp"], lpips),
                 "output": image_metrics(out, item["sharp"], lpips),
                 "seconds": seconds,
             }
         )
+    backend = model.ops_backend(device)
+    report = {"dataset": dataset, "root": None if root is None else str(root), "split": split, "device": str(device), "backend": backend, "images": rows, "mean": summary(rows)}
+    if "family" in rows[0]:
+        report["families"] = {f: summary([r for r in rows if r["family"] == f]) for f in dict.fromkeys(r["family"] for r in rows)}
+    return report
+
+
+def summary(rows: list[dict]) -> dict:
+    """Mean metrics of some images, in and out, their PSNR gain and how many lost SSIM."""
     mean = {side: {k: float(np.mean([r[side][k] for r in rows])) for k in rows[0][side]} for side in ("input", "output")}
     mean["psnr_gain"] = mean["output"]["psnr"] - mean["input"]["psnr"]
-    backend = model.ops_backend(device)
-    return {"dataset": dataset, "root": None if root is None else str(root), "split": split, "device": str(device), "backend": backend, "images": rows, "mean": mean}
+    mean["images"] = len(rows)
+    mean["ssim_lower"] = sum(r["output"]["ssim"] < r["input"]["ssim"] for r in rows)
+    return mean
 
 
 def format_table(report: dict) -> str:
@@ -69,6 +81,19 @@ def format_table(report: dict) -> str:
     rows = [cells(r["name"], "x".join(map(str, r["size"])), r["input"], r["output"], f"{r['seconds']:.2f}") for r in report["images"]]
     m = report["mean"]
     rows.append(cells(f"mean of {len(report['images'])}", "", m["input"], m["output"], ""))
+    table = markdown_table(head, rows)
+    return table + ("\n\n" + format_families(report) if "families" in report else "")
+
+
+def format_families(report: dict) -> str:
+    """One row per family of the synthetic set, and the whole set."""
+    head = ["family", "images", "PSNR in", "PSNR out", "gain", "SSIM in", "SSIM out", "SSIM lower"]
+    held_out = set(HELD_OUT["psf"]) | set(HELD_OUT["space"])
+    rows = [
+        [f"{name}{' (held out)' if name in held_out else ''}", m["images"], f"{m['input']['psnr']:.2f}", f"{m['output']['psnr']:.2f}",
+         f"{m['psnr_gain']:+.2f}", f"{m['input']['ssim']:.4f}", f"{m['output']['ssim']:.4f}", m["ssim_lower"]]
+        for name, m in [*report["families"].items(), ("all", report["mean"])]
+    ]  # fmt: skip
     return markdown_table(head, rows)
 
 

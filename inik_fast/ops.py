@@ -230,7 +230,7 @@ def _check_atom_bank(coords, mask, w1, b1, w2, b2, w3, omega, op: str = "atom_ba
     for name, shape in expected.items():
         t = named[name]
         _need(tuple(t.shape) == shape, op, f"{name} must be {list(shape)}, got {_shape(t)}")
-    _need(w1.dtype in (torch.float32, torch.float64), op, f"w1 must be float32 or float64, got {w1.dtype}")
+    _need(w1.dtype in backends.FLOAT_DTYPES, op, f"w1 must be float16, bfloat16, float32 or float64, got {w1.dtype}")
     for name, t in named.items():
         _need(t.dtype == w1.dtype, op, f"{name} has dtype {t.dtype}; expected w1's {w1.dtype}")
 
@@ -278,11 +278,14 @@ def atom_bank(coords, mask, w1, b1, w2, b2, w3, omega, *, backend: str = "auto")
     """Evaluate all G*M INR atoms in one call: [G, M, K, K], zero outside each group's window.
 
     coords [G, K, K, D], mask [G, K, K] (9/k_g^2 inside group g's window, else 0), per-atom MLP
-    weights w1 [M, Hd, D], b1 [M, Hd], w2 [M, Hd, Hd], b2 [M, Hd], w3 [M, Hd], omega [M].
+    weights w1 [M, Hd, D], b1 [M, Hd], w2 [M, Hd, Hd], b2 [M, Hd], w3 [M, Hd], omega [M], all of
+    one dtype (float16/bfloat16 on the reference and cpu backends only; cpu computes them in float32).
     Differentiable in w1, b1, w2, b2, w3 and omega.
     """
     _check_atom_bank(coords, mask, w1, b1, w2, b2, w3, omega)
     name = backends.resolve(backend, w1.device, w1.dtype)
+    supported = backends.BANK_DTYPES[name]
+    _need(w1.dtype in supported, "atom_bank", f"w1 must be {backends._names(supported)} on backend {name!r}, got {w1.dtype}")
     args = [t.contiguous() for t in (coords, mask, w1, b1, w2, b2, w3, omega)]
     return _op("atom_bank", name)(*args)
 

@@ -28,7 +28,7 @@ from .config import INIKNetConfig
 from .data import FOLDER_DATASETS, FOLDER_HINT, PairCrops, SyntheticDefocus, SyntheticEval
 from .errors import ConfigError
 from .data.augment import center_crop
-from .data.synthetic import VAL_SEED
+from .data.synthetic import JPEG, MAX_RADIUS, NOISE, VAL_SEED
 from .losses import MultiScaleLoss
 from .metrics import batch_psnr, image_metrics
 from .release import build_model
@@ -48,8 +48,9 @@ class TrainConfig:
     val_data: str | None = None  # validation root (folder datasets; synthetic validates on held-out photos)
     val_split: str = "test"
     crop: int = 256
-    max_radius: float = 8.0  # synthetic blur radius bound, px
-    noise: float = 0.0  # synthetic noise sigma bound
+    max_radius: float = MAX_RADIUS  # synthetic: blur radius bound, px
+    noise: float = NOISE  # synthetic: sensor noise level bound
+    jpeg: float = JPEG  # synthetic: share of JPEG-compressed samples
     # schedule
     steps: int | None = None  # optimizer steps; or epochs (folder datasets)
     epochs: float | None = None
@@ -66,6 +67,7 @@ class TrainConfig:
     perceptual_weights: str | None = None
     # model and execution
     model: dict | None = None  # INIKNetConfig fields; default: the release config
+    init: str | None = None  # a new run starts from this checkpoint's weights (fine-tuning); its config is the model's
     backend: str = "auto"
     amp: str = "none"
     device: str = "auto"
@@ -156,21 +158,21 @@ class _StepBatches(Sampler):
 
 def make_stream(cfg: TrainConfig):
     if cfg.dataset == "synthetic":
-        return SyntheticDefocus(cfg.crop, cfg.seed, cfg.max_radius, cfg.noise)
+        return SyntheticDefocus(cfg.crop, cfg.seed, cfg.max_radius, cfg.noise, jpeg=cfg.jpeg)
     return PairCrops(FOLDER_DATASETS[cfg.dataset](cfg.data, cfg.split), cfg.crop, cfg.seed)
 
 
 def make_val_items(cfg: TrainConfig) -> list[dict] | None:
     """The first val_count validation images, centre-cropped to val_crop; None without a set."""
-    if cfg.dataset == "synthetic":  # held-out photos, other layouts than `inik-fast eval`'s set
-        ds = SyntheticEval(cfg.val_count, seed=VAL_SEED, max_radius=cfg.max_radius, noise=cfg.noise, crop=cfg.val_crop or None)
+    if cfg.dataset == "synthetic":  # the training mixture on the held-out photos, other draws than `inik-fast eval`'s
+        ds = SyntheticEval(cfg.val_count, VAL_SEED, cfg.max_radius, cfg.noise, cfg.val_crop or None, families=("train",), jpeg=cfg.jpeg)
     elif cfg.val_data is not None:
         ds = FOLDER_DATASETS[cfg.dataset](cfg.val_data, cfg.val_split)
     else:
         return None
     items = [ds[i] for i in range(min(cfg.val_count, len(ds)))]
     if cfg.val_crop:
-        items = [{k: center_crop(v, cfg.val_crop) if k != "name" else v for k, v in it.items()} for it in items]
+        items = [{k: center_crop(v, cfg.val_crop) if isinstance(v, torch.Tensor) else v for k, v in it.items()} for it in items]
     return items
 
 
@@ -333,11 +335,19 @@ def _train(cfg, state, resume_path, out, rank, world, device):
         cfg.milestones = [max(1, round(f * steps)) for f in RELEASE_MILESTONES]
     if cfg.steps is None:
         cfg.steps, cfg.epochs = steps, None  # resolved once, stored in the checkpoint
+    init_state = None
+    if cfg.init is not None and state is None:  # a resumed run has its weights already
+        init_state, init_cfg = ckpt.model_state(ckpt.load_file(cfg.init), cfg.init)
+        if cfg.model and INIKNetConfig.from_dict(cfg.model) != init_cfg:
+            raise ConfigError(f"init {cfg.init}: its model config {init_cfg.to_dict()} differs from model={cfg.model}")
+        cfg.model = init_cfg.to_dict()
     model_cfg = INIKNetConfig.from_dict(cfg.model) if cfg.model else INIKNetConfig()
     cfg.model = model_cfg.to_dict()
 
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg, cfg.backend).to(device)
+    if init_state is not None:
+        model.load_state_dict({k: v.float() for k, v in init_state.items()}, strict=True)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.milestones), gamma=cfg.gamma)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")

@@ -11,6 +11,9 @@ IKCONV_ARGS = ("x", "atoms", "scale", "basis", "weight", "bias")
 ATOM_BANK_ARGS = ("coords", "mask", "w1", "b1", "w2", "b2", "w3", "omega")
 IKCONV_GRAD_NAMES = IKCONV_ARGS
 ATOM_BANK_GRAD_NAMES = ATOM_BANK_ARGS[2:]
+F16, BF16, F32, F64 = torch.float16, torch.bfloat16, torch.float32, torch.float64
+# relative error allowed for results computed in float64 / float32
+TOL = {F64: 1e-10, F32: 1e-4}
 
 
 def window_mask(G: int, dtype=torch.float64, device="cpu") -> torch.Tensor:
@@ -103,11 +106,14 @@ def atom_bank_case(G, M, Hd=64, D=3, *, dtype=torch.float64, device="cpu", seed=
     )
 
 
-def atom_bank_run(case: dict, backend: str, *, fn=None):
+def atom_bank_run(case: dict, backend: str, *, fn=None, cotangent_dtype=None):
+    """Atoms and the parameter gradients for a fixed random cotangent, as rounded to
+    `cotangent_dtype` (default: the atoms' dtype)."""
     leaves = {k: v.detach().clone().requires_grad_(k in ATOM_BANK_GRAD_NAMES) for k, v in case.items()}
     args = [leaves[k] for k in ATOM_BANK_ARGS]
     a = ops.atom_bank(*args, backend=backend) if fn is None else fn(*args)
-    cot = torch.randn(a.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64).to(a)
+    cot = torch.randn(a.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    cot = cot.to(cotangent_dtype or a.dtype).to(a)
     gs = torch.autograd.grad(a, [leaves[k] for k in ATOM_BANK_GRAD_NAMES], cot)
     return a.detach(), dict(zip(ATOM_BANK_GRAD_NAMES, gs))
 
@@ -118,3 +124,33 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     if b.numel() == 0:
         return 0.0
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+def rounding_excess(a, ref, dtype) -> float:
+    """The error of `a` beyond rounding the exact `ref` to `dtype`: max(|a - ref| - half an ulp
+    of ref) / max |ref|, element by element."""
+    a, ref = a.double().cpu(), ref.double().cpu()
+    return ((a - ref).abs() - torch.finfo(dtype).eps / 2 * ref.abs()).max().item() / ref.abs().max().clamp_min(1e-30).item()
+
+
+def beyond_rounding(a, ref, dtype) -> float:
+    """The relative error of `a` in float32/float64; in half precision, its error beyond rounding
+    the exact `ref` to that dtype."""
+    return rel_err(a, ref) if dtype in TOL else rounding_excess(a, ref, dtype)
+
+
+def error_and_bound(got, ref, dtype, *, rounded: bool, plain=None) -> tuple[float, float]:
+    """(error, bound) of one result of an op run on `dtype` inputs, against the exact `ref`.
+
+    float32/float64: relative error within TOL. Half precision computed in float32 from the upcast
+    inputs: a result `rounded` to that dtype may differ from the exact one by its rounding (half
+    an ulp, element by element) plus float32's error, no more (measured: at most 1e-5 beyond the
+    rounding); a float32 result by float32's error. With `plain`, the same result of plain PyTorch
+    at that precision (for kernels that compute in half precision): at most twice its error."""
+    if dtype in TOL:
+        return rel_err(got, ref), TOL[dtype]
+    if plain is not None:
+        return rel_err(got, ref), 2 * rel_err(plain, ref) + 1e-5
+    if rounded:
+        return beyond_rounding(got, ref, dtype), 1e-5
+    return rel_err(got, ref), TOL[F32]

@@ -13,23 +13,28 @@ from inik_fast import backends, ops
 from op_cases import (
     ATOM_BANK_ARGS,
     ATOM_BANK_GRAD_NAMES,
+    BF16,
+    F16,
+    F32,
+    F64,
     IKCONV_ARGS,
     IKCONV_GRAD_NAMES,
+    TOL,
     atom_bank_case,
     atom_bank_run,
     cast,
+    error_and_bound,
     ikconv_case,
     ikconv_run,
     rel_err,
     release_op,
 )
 
-F16, BF16, F32, F64 = torch.float16, torch.bfloat16, torch.float32, torch.float64
 gpu = pytest.mark.gpu
 # (backend, device, dtypes it must run): stated here, not read from the backend table under test
 TARGETS = [
     pytest.param("reference", "cpu", (F64, F16, BF16, F32), id="reference"),
-    pytest.param("cpu", "cpu", (F64, F32), id="cpu"),
+    pytest.param("cpu", "cpu", (F64, F32, F16, BF16), id="cpu"),
     pytest.param("triton", "cpu", (F64, F32), id="triton-interp"),
     pytest.param("triton", "cuda", (F32, F16, BF16), id="triton-gpu", marks=gpu),
     pytest.param("cuda", "cuda", (F64, F32, F16, BF16), id="cuda", marks=gpu),
@@ -46,7 +51,6 @@ SHAPES = {
     "B3": (3, 3, 9, 8, 3, 4, 3, True, True),
     "release": (2, 3, 16, 16, 7, 10, 3, True, True),
 }
-TOL = {F64: 1e-10, F32: 1e-4}
 
 
 def usable(backend, device, dtype):
@@ -68,21 +72,20 @@ def supported(backend, device, dtypes):
     return list(dtypes)
 
 
-def rounding_excess(a, ref, dtype) -> float:
-    """The error of `a` beyond rounding the exact `ref` to `dtype`: max(|a - ref| - half an ulp
-    of ref) / max |ref|, element by element."""
-    a, ref = a.double().cpu(), ref.double().cpu()
-    return ((a - ref).abs() - torch.finfo(dtype).eps / 2 * ref.abs()).max().item() / ref.abs().max().clamp_min(1e-30).item()
-
-
 def case_for(shape, dtype, device, seed=0):
     B, C, H, W, G, M, O, bias, residual = SHAPES[shape]
     return ikconv_case(B, C, H, W, G, M, O, bias=bias, residual=residual, dtype=dtype, device=device, seed=seed)
 
 
-def check_against_reference(backend, device, dtype, shape, grads=IKCONV_GRAD_NAMES):
+def check_against_reference(backend, device, dtype, shape, grads=IKCONV_GRAD_NAMES, half_params=False):
+    """With `half_params`, atoms, weight and bias come in x's half dtype too, as under
+    model.to(float16/bfloat16), instead of float32; their gradients come back in that dtype."""
     usable(backend, device, dtype)
     case = case_for(shape, dtype, device)
+    in_x_dtype = ("y", "x", "scale", "basis")
+    if half_params:
+        case = {k: v.to(dtype) if isinstance(v, torch.Tensor) else v for k, v in case.items()}
+        in_x_dtype += ("atoms", "weight", "bias")
     # The truth is the exact result on the inputs and cotangent as rounded to `dtype`, so that the
     # errors below measure the computation, not the rounding of the inputs.
     exact = cast(case, F64, "cpu")
@@ -99,17 +102,8 @@ def check_against_reference(backend, device, dtype, shape, grads=IKCONV_GRAD_NAM
         plain = {"y": y_plain, **g_plain}
 
     def error(k, got, ref):
-        """(error, bound) of result k. Half precision is computed in float32 from the upcast
-        inputs: its results in that dtype may differ from the exact ones by their rounding (half
-        an ulp, element by element) plus float32's error, no more (measured: at most 1e-5 beyond
-        the rounding); its float32 results are float32's. Triton's half-precision dots: above."""
-        if dtype in TOL:
-            return rel_err(got, ref), TOL[dtype]
-        if plain is not None:
-            return rel_err(got, ref), 2 * rel_err(plain[k], ref) + 1e-5
-        if k in ("y", "x", "scale", "basis"):
-            return rounding_excess(got, ref, dtype), 1e-5
-        return rel_err(got, ref), TOL[F32]
+        """(error, bound) of result k."""
+        return error_and_bound(got, ref, dtype, rounded=k in in_x_dtype, plain=None if plain is None else plain[k])
 
     err, bound = error("y", y, y_ref)
     assert err <= bound, f"output: {err:.3g} > {bound:.3g}"
@@ -117,7 +111,7 @@ def check_against_reference(backend, device, dtype, shape, grads=IKCONV_GRAD_NAM
         if ref is None:
             assert g[k] is None, k
             continue
-        assert g[k].dtype == (dtype if k in ("x", "scale", "basis") else ref.dtype if dtype == F64 else F32), k
+        assert g[k].dtype == (dtype if k in in_x_dtype else F64 if dtype == F64 else F32), k
         assert g[k].shape == ref.shape, k
         err, bound = error(k, g[k], ref)
         assert err <= bound, f"d{k}: {err:.3g} > {bound:.3g}"
@@ -173,18 +167,23 @@ def test_ikconv_noncontiguous_inputs(backend, device, dtypes):
     assert rel_err(y, y_ref) <= TOL.get(dtype, 1e-2)
 
 
+def opcheck_dtypes(dtypes):
+    """The first dtype of a target, and bfloat16 where the target runs it."""
+    return list(dict.fromkeys([dtypes[0], *(d for d in dtypes if d == BF16)]))
+
+
 @pytest.mark.parametrize("backend,device,dtypes", TARGETS)
 def test_ikconv_opcheck(backend, device, dtypes):
-    dtype = supported(backend, device, dtypes)[0]
-    case = ikconv_case(2, 3, 5, 6, 2, 3, dtype=dtype, device=device)
-    args = [case[k] for k in IKCONV_ARGS] + [True]
-    args = [a.requires_grad_() if isinstance(a, torch.Tensor) else a for a in args]
-    torch.library.opcheck(ops._op("ikconv", backend), args)
-    grad_y = torch.randn_like(case["x"])
-    bwd = getattr(torch.ops.inik_fast, "ikconv_backward" + ops._SUFFIX[backend])
-    for need_dx in (True, False):
-        plain = [a.detach() for a in args[:5]]
-        torch.library.opcheck(bwd, [grad_y, *plain, True, need_dx, True])
+    for dtype in opcheck_dtypes(supported(backend, device, dtypes)):
+        case = ikconv_case(2, 3, 5, 6, 2, 3, dtype=dtype, device=device)
+        args = [case[k] for k in IKCONV_ARGS] + [True]
+        args = [a.requires_grad_() if isinstance(a, torch.Tensor) else a for a in args]
+        torch.library.opcheck(ops._op("ikconv", backend), args)
+        grad_y = torch.randn_like(case["x"])
+        bwd = getattr(torch.ops.inik_fast, "ikconv_backward" + ops._SUFFIX[backend])
+        for need_dx in (True, False):
+            plain = [a.detach() for a in args[:5]]
+            torch.library.opcheck(bwd, [grad_y, *plain, True, need_dx, True])
 
 
 @pytest.mark.parametrize("backend,device,dtypes", TARGETS)
@@ -195,29 +194,46 @@ def test_ikconv_gradcheck(backend, device, dtypes):
     assert torch.autograd.gradcheck(lambda *a: ops.inverse_kernel_conv(*a, backend=backend), inputs)
 
 
+@pytest.mark.parametrize("shape", ["odd", "O!=C-nobias"])
+@pytest.mark.parametrize("backend,device,dtypes", TARGETS)
+def test_ikconv_half_parameters(backend, device, dtypes, shape):
+    for dtype in supported(backend, device, [d for d in dtypes if d in (F16, BF16)]):
+        check_against_reference(backend, device, dtype, shape, half_params=True)
+
+
 # name: (G, M, Hd, D)
 BANKS = {"release": (7, 10, 64, 3), "G1-M1-grid": (1, 1, 8, 2), "G9-M16": (9, 16, 16, 3), "grid": (2, 3, 64, 2)}
+# The backends whose atom bank takes float16/bfloat16 parameters (and computes in float32).
+HALF_BANKS = ("cpu",)
 
 
 @pytest.mark.parametrize("bank", list(BANKS))
 @pytest.mark.parametrize("backend,device,dtypes", TARGETS)
 def test_atom_bank_matches_reference(backend, device, dtypes, bank):
-    for dtype in supported(backend, device, [d for d in dtypes if d in (F32, F64)]):
-        a_ref, g_ref = atom_bank_run(atom_bank_case(*BANKS[bank]), "reference")
-        a, g = atom_bank_run(atom_bank_case(*BANKS[bank], dtype=dtype, device=device), backend)
-        assert a.dtype == dtype and rel_err(a, a_ref) <= TOL[dtype]
+    for dtype in supported(backend, device, [d for d in dtypes if d in (F32, F64) or backend in HALF_BANKS]):
+        case = atom_bank_case(*BANKS[bank], dtype=dtype, device=device)
+        # the exact result on the parameters as rounded to `dtype`, and the cotangent as
+        # atom_bank_run rounds it to `dtype`
+        a_ref, g_ref = atom_bank_run(cast(case, F64, "cpu"), "reference", cotangent_dtype=dtype)
+        a, g = atom_bank_run(case, backend)
+        assert a.dtype == dtype
+        err, bound = error_and_bound(a, a_ref, dtype, rounded=True)
+        assert err <= bound, f"atoms: {err:.3g} > {bound:.3g}"
         for k in g_ref:
-            assert g[k].shape == g_ref[k].shape and rel_err(g[k], g_ref[k]) <= 10 * TOL[dtype], k
+            assert g[k].shape == g_ref[k].shape and g[k].dtype == dtype, k
+            err, bound = error_and_bound(g[k], g_ref[k], dtype, rounded=True)
+            bound *= 10 if dtype in TOL else 1  # float32/float64 sums over the window points
+            assert err <= bound, f"d{k}: {err:.3g} > {bound:.3g}"
 
 
 @pytest.mark.parametrize("backend,device,dtypes", TARGETS)
 def test_atom_bank_opcheck_and_gradcheck(backend, device, dtypes):
-    dtype = supported(backend, device, [d for d in dtypes if d in (F32, F64)])[0]
-    case = atom_bank_case(2, 3, 8, dtype=dtype, device=device)
-    args = [case[k].requires_grad_(k in ATOM_BANK_GRAD_NAMES) for k in ATOM_BANK_ARGS]
-    torch.library.opcheck(ops._op("atom_bank", backend), args)
-    if dtype == F64:
-        assert torch.autograd.gradcheck(lambda *p: ops.atom_bank(*args[:2], *p, backend=backend), args[2:])
+    for dtype in opcheck_dtypes(supported(backend, device, [d for d in dtypes if d in (F32, F64) or backend in HALF_BANKS])):
+        case = atom_bank_case(2, 3, 8, dtype=dtype, device=device)
+        args = [case[k].requires_grad_(k in ATOM_BANK_GRAD_NAMES) for k in ATOM_BANK_ARGS]
+        torch.library.opcheck(ops._op("atom_bank", backend), args)
+        if dtype == F64:
+            assert torch.autograd.gradcheck(lambda *p: ops.atom_bank(*args[:2], *p, backend=backend), args[2:])
 
 
 @pytest.mark.parametrize("backend,device,dtypes", TARGETS)

@@ -1,16 +1,28 @@
 """CPU-kernel specifics not covered by test_backend_ops.py: argument errors of the C++ ops called
 directly, results independent of the thread count, shapes that exercise every tile, chunk and
-register-block remainder, and the need_x_grad=False path."""
+register-block remainder, the need_x_grad=False path, and a float16/bfloat16 model on them."""
+import copy
 import re
 
 import pytest
 import torch
 
-from inik_fast import _extension, backends
-from op_cases import IKCONV_GRAD_NAMES, atom_bank_case, atom_bank_run, ikconv_case, ikconv_run, rel_err
+from inik_fast import INIKNet, INIKNetConfig, _extension, backends
+from op_cases import (
+    BF16,
+    F16,
+    F32,
+    F64,
+    IKCONV_GRAD_NAMES,
+    atom_bank_case,
+    atom_bank_run,
+    cast,
+    error_and_bound,
+    ikconv_case,
+    ikconv_run,
+    rel_err,
+)
 
-F32, F64 = torch.float32, torch.float64
-TOL = {F64: 1e-10, F32: 1e-4}
 IK_ARGS = ("x", "atoms", "scale", "basis", "weight", "bias")
 BANK_ARGS = ("coords", "mask", "w1", "b1", "w2", "b2", "w3", "omega")
 
@@ -70,12 +82,21 @@ FORWARD_ERRORS = {
         "ikconv_forward: x must be [B, C, H, W], got [3, 16, 16]",
     ),
     "x dtype": (
-        lambda a: a.__setitem__(0, a[0].to(torch.float16)),
-        "ikconv_forward: x must be float32 or float64 on CPU, got Half",
+        lambda a: a.__setitem__(0, a[0].to(torch.int32)),
+        "ikconv_forward: x must be float16, bfloat16, float32 or float64, got Int",
     ),
     "mixed dtypes": (
         lambda a: a.__setitem__(4, a[4].float()),
         "ikconv_forward: weight must be Double, got Float",
+    ),
+    # half-precision images take their atoms, weight and bias in float32 (ops.py casts them)
+    "half atoms": (
+        lambda a: [a.__setitem__(i, a[i].to(BF16)) for i in (0, 1, 2, 3)],
+        "ikconv_forward: atoms must be Float, got BFloat16",
+    ),
+    "half scale, float32 x": (
+        lambda a: [a.__setitem__(i, a[i].to(F32 if i != 2 else F16)) for i in (0, 1, 2, 3, 4, 5)],
+        "ikconv_forward: scale must be Float, got Half",
     ),
     "residual O != C": (
         lambda a: (a.__setitem__(4, torch.zeros(2, 7, 3, 10, dtype=F64)), a.__setitem__(5, None)),
@@ -144,7 +165,7 @@ def _with_threads(n, fn):
         torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("dtype", [F32, F64, BF16])
 def test_results_do_not_depend_on_thread_count(dtype):
     # 3 x 80 x 130 makes more tiles (45 or 75) than partial-sum chunks (32): chunks hold several.
     case = ikconv_case(3, 3, 80, 130, 4, 5, dtype=dtype)
@@ -169,20 +190,22 @@ LARGE = {
 }
 
 
-@pytest.mark.parametrize("dtype", [F64, F32])
+@pytest.mark.parametrize("dtype", [F64, F32, BF16, F16])
 @pytest.mark.parametrize("shape", list(LARGE))
 def test_larger_shapes_match_reference(shape, dtype):
     B, C, H, W, G, M, O, bias, residual = LARGE[shape]
-    make = lambda dt: ikconv_case(B, C, H, W, G, M, O, bias=bias, residual=residual, dtype=dt)  # noqa: E731
-    y_ref, g_ref = ikconv_run(make(F64), "reference")
-    y, g = ikconv_run(make(dtype), "cpu")
-    assert rel_err(y, y_ref) <= TOL[dtype]
-    for k, ref in g_ref.items():
-        if ref is not None:
-            assert rel_err(g[k], ref) <= TOL[dtype], k
+    case = ikconv_case(B, C, H, W, G, M, O, bias=bias, residual=residual, dtype=dtype)
+    # the exact result on the inputs and cotangent as rounded to `dtype`
+    cot = torch.randn(B, O, H, W, generator=torch.Generator().manual_seed(1), dtype=F64).to(dtype).to(F64)
+    y_ref, g_ref = ikconv_run(cast(case, F64), "reference", cot)
+    y, g = ikconv_run(case, "cpu", cot)
+    results = [("y", y, y_ref)] + [(k, g[k], ref) for k, ref in g_ref.items() if ref is not None]
+    for k, got, ref in results:
+        err, bound = error_and_bound(got, ref, dtype, rounded=k in ("y", "x", "scale", "basis"))
+        assert err <= bound, f"{k}: {err:.3g} > {bound:.3g}"
 
 
-@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("dtype", [F32, F64, BF16])
 def test_backward_without_x_grad_matches_with_it(dtype):
     case = ikconv_case(2, 3, 37, 45, 7, 10, dtype=dtype)
     args = backward_args(case)
@@ -207,3 +230,57 @@ def test_direct_call_makes_inputs_contiguous():
     strided[0] = bwd[0].transpose(2, 3).contiguous().transpose(2, 3)
     for a, b in zip(ikconv_backward(*strided), ikconv_backward(*bwd)):
         assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------------------------------------
+# a half-precision model on the cpu backend
+# ---------------------------------------------------------------------------------------------
+SMALL = INIKNetConfig(base_ch=8, num_res_unet=1, num_res_lstm=1, basis_num=3, max_kernel_size=7)
+
+
+def _models():
+    """A small model in float64 (the truth), and copies of it for the cpu and reference backends."""
+    torch.manual_seed(0)
+    exact = INIKNet(SMALL, backend="reference").double().eval()
+    copies = {b: copy.deepcopy(exact).float() for b in ("cpu", "reference")}
+    for b, m in copies.items():
+        m.backend = b
+    return exact, copies
+
+
+@pytest.mark.parametrize("dtype", [BF16, F16])
+def test_half_model_runs_on_the_cpu_backend(dtype):
+    """model.to(dtype) on dtype images: no cast around the ops, results in dtype, within twice
+    the error of plain PyTorch (the reference backend on the same model) against float64."""
+    exact, models = _models()
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1), dtype=F64).to(dtype)
+    truth = exact(x.double())
+    outs = {}
+    for b, m in models.items():
+        m.to(dtype)
+        assert m.ops_backend("cpu", dtype) == b
+        outs[b] = m(x)
+    for fused, plain, ref in zip(outs["cpu"], outs["reference"], truth):
+        assert fused.dtype == dtype
+        assert rel_err(fused, ref) <= 2 * rel_err(plain, ref) + 1e-5
+    outs["cpu"][-1].float().sum().backward()
+    for name, p in models["cpu"].named_parameters():
+        assert p.grad is not None and p.grad.dtype == dtype and p.grad.isfinite().all(), name
+
+
+def test_autocast_model_runs_on_the_cpu_backend():
+    """A float32 model under torch.autocast("cpu", bfloat16): the ops get bfloat16 images and
+    float32 atoms, weight and bias, and run on the cpu backend."""
+    exact, models = _models()
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1), dtype=F32)
+    truth = exact(x.double())
+    outs = {}
+    for b, m in models.items():
+        with torch.autocast("cpu", dtype=BF16):
+            outs[b] = m(x)
+    for fused, plain, ref in zip(outs["cpu"], outs["reference"], truth):
+        assert fused.dtype == BF16
+        assert rel_err(fused, ref) <= 2 * rel_err(plain, ref) + 1e-5
+    outs["cpu"][-1].float().sum().backward()
+    for name, p in models["cpu"].named_parameters():
+        assert p.grad is not None and p.grad.dtype == F32 and p.grad.isfinite().all(), name

@@ -1,4 +1,5 @@
 """inik_fast.data: image I/O, augmentation, dataset layouts (tiny fake trees), synthetic defocus."""
+import dataclasses
 import struct
 import zlib
 
@@ -9,7 +10,10 @@ import torch
 from inik_fast.data import FOLDER_DATASETS, ImageError, PairCrops, SyntheticDefocus, SyntheticEval, read_image, write_image, write_pairs
 from inik_fast.data.augment import apply_dihedral, augment_pair
 from inik_fast.data.image_io import probe_image
-from inik_fast.data.synthetic import EVAL_PHOTOS, LAYOUTS, TRAIN_PHOTOS, _blur_params, coc_radius, defocus, depth_map, disk_psf
+from inik_fast.data.depth import LAYOUTS, coc_radius, depth_map
+from inik_fast.data.formation import EDGES, SPACES, Formation, draw_formation, render
+from inik_fast.data.psf import PSF_FAMILIES, SUPPORT, channel_radii, draw_shape, psf_kernel
+from inik_fast.data.synthetic import EVAL_FAMILIES, EVAL_PHOTOS, FAMILIES, HELD_OUT, TRAIN_PHOTOS
 
 
 def rand_img(h=20, w=30, seed=0):
@@ -239,23 +243,65 @@ def test_synthetic_stream_is_deterministic_per_seed():
     assert not torch.equal(s.sample(6)[1], sh)
 
 
-def test_disk_psf_and_spatially_varying_blur():
-    for r in (0.0, 0.5, 3.0, 8.0):
-        k = disk_psf(r, 19)
-        assert abs(float(k.sum()) - 1) < 1e-12 and torch.allclose(k, k.flip(0)) and torch.allclose(k, k.t())
-    # the PSF's spread grows with its radius; beyond the radius it is zero
-    yy, xx = torch.meshgrid(torch.arange(19.0) - 9, torch.arange(19.0) - 9, indexing="ij")
-    spread = [float((disk_psf(r, 19) * (yy**2 + xx**2)).sum()) for r in (1, 3, 6)]
-    assert spread[0] < spread[1] < spread[2]
-    assert float(disk_psf(3.0, 19)[(yy**2 + xx**2) > 4.5**2].sum()) == 0
+def _blur(sharp, radius_map, psf="disk", space="linear", edges="pixel", shape=None):
+    """render() of `sharp` with a nearness map whose blur radius is `radius_map` (focus at 0)."""
+    r_max = float(radius_map.max())
+    f = Formation(psf, shape or {}, space, edges, 0.0, r_max, 0.0, 0.0, 0)
+    nearness = radius_map / r_max if r_max > 0 else radius_map
+    return render(sharp, nearness, f, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("family", PSF_FAMILIES)
+def test_psf_families_are_normalised_centred_and_grow(family):
+    shape = draw_shape(family, np.random.default_rng(3))
+    yy, xx = torch.meshgrid(torch.arange(31.0) - 15, torch.arange(31.0) - 15, indexing="ij")
+    spreads = []
+    for r in (0.0, 1.0, 3.0, 6.0):
+        k = psf_kernel(family, shape, r, 31)
+        assert abs(float(k.sum()) - 1) < 1e-12 and float(k.min()) >= 0
+        assert abs(float((k * xx).sum())) < 0.05 and abs(float((k * yy).sum())) < 0.05  # no image shift
+        assert float(k[(yy**2 + xx**2) > (SUPPORT * r + 1) ** 2].sum()) < 1e-9  # inside the support
+        spreads.append(float((k * (yy**2 + xx**2)).sum()))
+    assert spreads[0] == 0 and spreads[1] < spreads[2] < spreads[3]
+
+
+def test_psf_shapes_differ_and_chromatic_radii():
+    rng = np.random.default_rng(0)
+    kernels = {f: psf_kernel(f, draw_shape(f, rng), 5.0, 21) for f in PSF_FAMILIES if f != "chromatic"}
+    names = list(kernels)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert (kernels[a] - kernels[b]).abs().max() > 1e-3, (a, b)
+    r, g, b = channel_radii("chromatic", {"chroma": 0.1}, 5.0)
+    assert r == pytest.approx(5.5) and g == 5.0 and b == pytest.approx(4.5)
+    assert channel_radii("disk", {}, 5.0) == (5.0, 5.0, 5.0)
+    with pytest.raises(ValueError, match="psf 'star'"):
+        draw_shape("star", rng)
+
+
+@pytest.mark.parametrize("edges", EDGES)
+@pytest.mark.parametrize("space", SPACES)
+def test_spatially_varying_blur(edges, space):
     sharp = torch.from_numpy(rand_img(40, 40).transpose(2, 0, 1).copy())
-    assert torch.allclose(defocus(sharp, np.zeros((40, 40))), sharp, atol=1e-5)  # in focus: unchanged
-    # blur only where the radius is non-zero
+    q = lambda t: torch.round(t.double() * 255) / 255  # noqa: E731  render() quantises to 8 bits
     radius = np.zeros((40, 40))
-    radius[:, 25:] = 4.0
-    out = defocus(sharp, radius)
-    assert torch.allclose(out[:, :, :15], sharp[:, :, :15], atol=1e-5)
+    assert torch.allclose(_blur(sharp, radius, space=space, edges=edges).double(), q(sharp), atol=1e-6)  # in focus
+    radius[:, 25:] = 4.0  # blur only where the radius is non-zero
+    out = _blur(sharp, radius, space=space, edges=edges)
+    assert torch.allclose(out[:, :, :15].double(), q(sharp[:, :, :15]), atol=1e-6)
     assert (out[:, :, 30:] - sharp[:, :, 30:]).abs().mean() > 0.1
+    # a flat grey image stays flat under any PSF and either edge model (no dark fringes)
+    grey = torch.full((3, 40, 40), 0.5)
+    assert (_blur(grey, radius, "polygon", space, edges, {"blades": 6, "rotation": 0.3}) - q(grey)).abs().max() < 2 / 255
+
+
+def test_blur_space_matters():
+    """Blurring the gamma-encoded image darkens a bright edge less than blurring light does."""
+    sharp = torch.zeros(3, 32, 32)
+    sharp[:, :, 16:] = 1.0
+    radius = np.full((32, 32), 3.0)
+    lin, enc = _blur(sharp, radius, space="linear"), _blur(sharp, radius, space="srgb")
+    assert float(lin[:, :, 14].mean()) > float(enc[:, :, 14].mean()) + 0.05
 
 
 def test_depth_layouts_and_coc():
@@ -269,25 +315,71 @@ def test_depth_layouts_and_coc():
         depth_map(4, 4, "spiral", rng)
 
 
+def test_formations_hold_out_a_psf_family_and_a_blur_space():
+    assert HELD_OUT["psf"] and HELD_OUT["space"]
+    rng = np.random.default_rng(0)
+    draws = [draw_formation(rng, *FAMILIES["train"], 12.0, 0.02, 0.5) for _ in range(300)]
+    assert {f.psf for f in draws} == set(PSF_FAMILIES) - set(HELD_OUT["psf"])
+    assert {f.space for f in draws} == set(SPACES) - set(HELD_OUT["space"])
+    assert {f.edges for f in draws} == set(EDGES)
+    assert all(1.0 <= f.r_max <= 12.0 and 0 <= f.focus <= 1 for f in draws)
+    assert 0.3 < np.mean([f.jpeg > 0 for f in draws]) < 0.7 and all(f.jpeg == 0 or 60 <= f.jpeg <= 95 for f in draws)
+    for name in set(EVAL_FAMILIES) - {"srgb"}:
+        assert FAMILIES[name] == ((name,), ("linear",))
+    assert FAMILIES["srgb"][1] == ("srgb",) and set(HELD_OUT["psf"]) <= set(EVAL_FAMILIES)
+
+
+def test_noise_and_jpeg_change_the_photo():
+    sharp = torch.from_numpy(rand_img(32, 32).transpose(2, 0, 1).copy())
+    nearness = np.zeros((32, 32))
+    clean = Formation("disk", {}, "linear", "pixel", 0.0, 2.0, 0.0, 0.0, 0)
+    base = render(sharp, nearness, clean, np.random.default_rng(0))
+    noisy = render(sharp, nearness, dataclasses.replace(clean, shot=1e-3, read=0.01), np.random.default_rng(0))
+    jpeg = render(sharp, nearness, dataclasses.replace(clean, jpeg=60), np.random.default_rng(0))
+    assert 0.005 < float((noisy - base).std()) < 0.1
+    assert float((jpeg - base).abs().mean()) > 0.01
+
+
 def test_blur_settings_are_checked_and_kept():
     rng = np.random.default_rng(0)
-    assert all(_blur_params(rng, 0.5)[2] <= 0.5 for _ in range(20))  # r_max was drawn from [0.5, 1]
-    assert all(1.0 <= _blur_params(rng, 4.0)[2] <= 4.0 for _ in range(20))
+    assert all(draw_formation(rng, ("disk",), ("linear",), 0.5, 0, 0).r_max <= 0.5 for _ in range(20))  # r_max from [0.5, 1]
+    assert all(1.0 <= draw_formation(rng, ("disk",), ("linear",), 4.0, 0, 0).r_max <= 4.0 for _ in range(20))
     for cls in (SyntheticEval, lambda **kw: SyntheticDefocus(32, **kw)):  # the eval set took any radius and noise
         with pytest.raises(ValueError, match="max_radius=-3"):
             cls(max_radius=-3)
         with pytest.raises(ValueError, match="noise=-1"):
             cls(noise=-1)
+        with pytest.raises(ValueError, match="jpeg=2"):
+            cls(jpeg=2)
+    with pytest.raises(ValueError, match="families=\\['bokeh'\\]"):
+        SyntheticEval(families=("bokeh",))
 
 
 def test_eval_set_and_write_pairs(tmp_path):
     ev = SyntheticEval(2, crop=48)
-    items = [ev[0], ev[1]]
-    assert [it["name"].split("_")[1] for it in items] == ["motorcycle", "motorcycle"]
+    assert len(ev) == 2 * len(EVAL_FAMILIES)
+    items = [ev[i] for i in range(len(ev))]
+    assert [it["family"] for it in items] == [f for f in EVAL_FAMILIES for _ in range(2)]
+    assert [it["name"].split("_")[1] for it in items[:2]] == ["motorcycle", "motorcycle"]
+    for it in items:  # each family's formation is its own: the PSF and blur space in the name
+        psfs, spaces = FAMILIES[it["family"]]
+        assert any(f"_{p}_" in it["name"] for p in psfs) and it["name"].split("_")[-2] in spaces
     assert items[0]["blurry"].shape == (3, 48, 48)
     assert torch.equal(SyntheticEval(2, crop=48)[1]["blurry"], items[1]["blurry"])
-    write_pairs(tmp_path, 3, crop=32, seed=0)
-    ds = FOLDER_DATASETS["pairs"](tmp_path)
+    assert not torch.equal(items[0]["blurry"], items[2]["blurry"])  # families draw differently
+    write_pairs(tmp_path / "train", 3, crop=32, seed=0)
+    ds = FOLDER_DATASETS["pairs"](tmp_path / "train")
     assert len(ds) == 3
     b, s = SyntheticDefocus(32, seed=0).sample(2)
     assert torch.allclose(ds[2]["blurry"], b, atol=1e-6) and torch.allclose(ds[2]["sharp"], s, atol=0.51 / 255)
+
+
+def test_write_eval_pairs_one_folder_per_family(tmp_path, monkeypatch):
+    import inik_fast.data.synthetic as synthetic
+
+    monkeypatch.setattr(synthetic, "load_photo", lambda name: torch.rand(3, 40, 56, generator=torch.Generator().manual_seed(len(name))))
+    monkeypatch.setattr(synthetic, "motorcycle_nearness", lambda: np.zeros((40, 56)))
+    written = write_pairs(tmp_path, 1, split="eval")
+    assert len(written) == len(EVAL_FAMILIES)
+    for family in EVAL_FAMILIES:
+        assert len(FOLDER_DATASETS["pairs"](tmp_path / family)) == 1

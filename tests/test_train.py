@@ -236,6 +236,18 @@ def test_a_killed_process_resumes_from_its_last_checkpoint(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_init_starts_from_a_checkpoints_weights(tmp_path):
+    base = run(tmp_path, "base", steps=2)
+    tuned = run(tmp_path, "tuned", steps=1, init=base["checkpoint"], lr=1e-12)  # one negligible step
+    fresh = run(tmp_path, "fresh", steps=1, lr=1e-12)
+    a, b, c = params(base["checkpoint"]), params(tuned["checkpoint"]), params(fresh["checkpoint"])
+    assert all(torch.allclose(a[k], b[k], rtol=0, atol=1e-9) for k in a)
+    assert max((a[k] - c[k]).abs().max() for k in a) > 1e-5  # the same run without init: the 2 steps of base apart
+    assert load_file(tuned["checkpoint"])["train"]["init"] == base["checkpoint"]
+    with pytest.raises(ValueError, match="init .*differs from model="):
+        run(tmp_path, "mismatch", steps=1, init=base["checkpoint"], model={**TINY, "basis_num": 3})
+
+
 def test_resume_refuses_flags_that_would_change_the_run(tmp_path, capsys):
     """--crop was dropped silently on resume while --steps was honoured; an explicit flag that
     equals the default (--batch 4) must count as given too."""

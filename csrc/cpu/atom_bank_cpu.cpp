@@ -3,6 +3,8 @@
 // Each of the G*M (group, atom) pairs is one work item that evaluates atom m's sine MLP at the
 // grid points of group g's window (mask != 0) only. The backward keeps one partial gradient per
 // item and sums the items over g in a fixed order, so results do not depend on the thread count.
+// float16/bfloat16 arguments are computed in float32 (the parameters are small: upcast copies
+// cost nothing next to the sines) and the results rounded back to the arguments' dtype.
 #include <torch/library.h>
 
 #include <vector>
@@ -17,9 +19,10 @@ namespace {
 constexpr const char* kFwd = "atom_bank_forward";
 constexpr const char* kBwd = "atom_bank_backward";
 
-// The op's arguments, contiguous, and their sizes.
+// The op's arguments, contiguous and in the compute dtype, their sizes, and their own dtype.
 struct BankArgs : BankShape {
   at::Tensor coords, mask, w1, b1, w2, b2, w3, omega;
+  at::ScalarType dtype;
 };
 
 BankArgs check_bank(const char* op, const at::Tensor& coords, const at::Tensor& mask, const at::Tensor& w1,
@@ -31,8 +34,9 @@ BankArgs check_bank(const char* op, const at::Tensor& coords, const at::Tensor& 
                                                            {"w3", &w3},         {"omega", &omega}};
   for (const auto& [name, t] : all) check_cpu(op, name, *t, dt);
   const BankShape shape = check_bank_shapes(op, coords, mask, w1, b1, w2, b2, w3, omega);
-  return {shape,          coords.contiguous(), mask.contiguous(), w1.contiguous(), b1.contiguous(),
-          w2.contiguous(), b2.contiguous(),    w3.contiguous(),   omega.contiguous()};
+  const auto acc = acc_dtype(dt);
+  const auto in = [acc](const at::Tensor& t) { return t.to(acc).contiguous(); };
+  return {shape, in(coords), in(mask), in(w1), in(b1), in(w2), in(b2), in(w3), in(omega), dt};
 }
 
 // The MLP of one atom at one point: z1, h1, z2, h2 (each [Hd]); returns w3 . h2.
@@ -170,18 +174,19 @@ at::Tensor atom_bank_forward(const at::Tensor& coords, const at::Tensor& mask, c
   const BankArgs a = check_bank(kFwd, coords, mask, w1, b1, w2, b2, w3, omega);
   at::Tensor out = at::empty({a.G, a.M, a.K, a.K}, a.w1.options());
   AT_DISPATCH_FLOATING_TYPES(a.w1.scalar_type(), kFwd, [&] { bank_forward<scalar_t>(a, out); });
-  return out;
+  return out.to(a.dtype);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> atom_bank_backward(
     const at::Tensor& grad_atoms, const at::Tensor& coords, const at::Tensor& mask, const at::Tensor& w1,
     const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2, const at::Tensor& w3, const at::Tensor& omega) {
   const BankArgs a = check_bank(kBwd, coords, mask, w1, b1, w2, b2, w3, omega);
-  check_cpu(kBwd, "grad_atoms", grad_atoms, a.w1.scalar_type());
+  check_cpu(kBwd, "grad_atoms", grad_atoms, a.dtype);
   check_shape(kBwd, "grad_atoms", grad_atoms, {a.G, a.M, a.K, a.K}, "[G, M, K, K]");
-  const at::Tensor grad = grad_atoms.contiguous();
+  const at::Tensor grad = grad_atoms.to(a.w1.scalar_type()).contiguous();
   std::vector<at::Tensor> g;
   AT_DISPATCH_FLOATING_TYPES(a.w1.scalar_type(), kBwd, [&] { bank_backward<scalar_t>(a, grad, g); });
+  for (auto& t : g) t = t.to(a.dtype);
   return {g[0], g[1], g[2], g[3], g[4], g[5]};
 }
 

@@ -14,12 +14,16 @@ inline void check_cpu(const char* op, const char* name, const at::Tensor& t, at:
   check_dtype(op, name, t, dtype);
 }
 
-// The dtype every tensor of the op shares: float32 or float64 (the CPU kernels accumulate in it).
+// The op's storage dtype, read off argument `name`: float16, bfloat16, float32 or float64.
 inline at::ScalarType float_dtype(const char* op, const char* name, const at::Tensor& t) {
   TORCH_CHECK(t.defined(), op, ": ", name, " must be a tensor, got None");
   const auto d = t.scalar_type();
-  TORCH_CHECK(d == at::kFloat || d == at::kDouble, op, ": ", name, " must be float32 or float64 on CPU, got ", d);
+  TORCH_CHECK(d == at::kFloat || d == at::kDouble || d == at::kHalf || d == at::kBFloat16, op, ": ", name,
+              " must be float16, bfloat16, float32 or float64, got ", d);
   return d;
 }
+
+// The dtype the kernels compute in for storage dtype d: float64 stays, the others are float32.
+inline at::ScalarType acc_dtype(at::ScalarType d) { return d == at::kDouble ? at::kDouble : at::kFloat; }
 
 }  // namespace inik_fast::cpu

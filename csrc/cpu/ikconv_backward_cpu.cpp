@@ -58,7 +58,8 @@ struct DxColumns {
   const T* group(int64_t g) const { return data.data() + offset[g]; }
 };
 
-template <class T>
+// S: the images' dtype; T: the compute dtype (ikconv_tile.h).
+template <class S, class T = acc_t<S>>
 struct Backward {
   using V = vec_t<T>;
   static constexpr int N = Simd<T>::N;
@@ -67,7 +68,7 @@ struct Backward {
   const PackedAtoms<T>& atoms;
   const DxColumns<T>& dx_cols;
   const PartialLayout& L;
-  const T* grad;  // grad_y [B, O, H, W]
+  const S* grad;  // grad_y [B, O, H, W]
   const bool need_dx;
   const int64_t P = tiles.plane();
   const std::vector<Block> m_blocks = split(int(a.M), kMaxMB), ma_blocks = split(int(a.M), kMaxMA);
@@ -215,10 +216,10 @@ struct Backward {
     const auto tl = tiles.tile(t);
     const int64_t HW = a.H * a.W;
     const int halo = need_dx ? tiles.R : 0;
-    for (int64_t c = 0; c < a.C; ++c) tiles.load(a.x.data_ptr<T>() + (tl.b * a.C + c) * HW, tl, tiles.R, x + c * P);
+    for (int64_t c = 0; c < a.C; ++c) tiles.load(a.x.data_ptr<S>() + (tl.b * a.C + c) * HW, tl, tiles.R, x + c * P);
     for (int64_t o = 0; o < a.O; ++o) tiles.load(grad + (tl.b * a.O + o) * HW, tl, halo, gam + o * P);
-    for (int64_t g = 0; g < a.G; ++g) tiles.load(a.scale.data_ptr<T>() + (tl.b * a.G + g) * HW, tl, halo, s + g * P);
-    for (int64_t m = 0; m < a.M; ++m) tiles.load(a.basis.data_ptr<T>() + (tl.b * a.M + m) * HW, tl, halo, bt + m * P);
+    for (int64_t g = 0; g < a.G; ++g) tiles.load(a.scale.data_ptr<S>() + (tl.b * a.G + g) * HW, tl, halo, s + g * P);
+    for (int64_t m = 0; m < a.M; ++m) tiles.load(a.basis.data_ptr<S>() + (tl.b * a.M + m) * HW, tl, halo, bt + m * P);
     std::fill(ds, ds + a.G * P, T(0));
     std::fill(db, db + a.M * P, T(0));
     if (need_dx) {
@@ -265,14 +266,14 @@ struct Backward {
         }
       }
     }
-    for (int64_t g = 0; g < a.G; ++g) tiles.store(ds + g * P, tl, dso.data_ptr<T>() + (tl.b * a.G + g) * HW);
-    for (int64_t m = 0; m < a.M; ++m) tiles.store(db + m * P, tl, dbo.data_ptr<T>() + (tl.b * a.M + m) * HW);
+    for (int64_t g = 0; g < a.G; ++g) tiles.store(ds + g * P, tl, dso.data_ptr<S>() + (tl.b * a.G + g) * HW);
+    for (int64_t m = 0; m < a.M; ++m) tiles.store(db + m * P, tl, dbo.data_ptr<S>() + (tl.b * a.M + m) * HW);
     if (need_dx)
-      for (int64_t c = 0; c < a.C; ++c) tiles.store(dx + c * P, tl, dxo.data_ptr<T>() + (tl.b * a.C + c) * HW);
+      for (int64_t c = 0; c < a.C; ++c) tiles.store(dx + c * P, tl, dxo.data_ptr<S>() + (tl.b * a.C + c) * HW);
   }
 };
 
-template <class T>
+template <class S, class T = acc_t<S>>
 void backward(const IkArgs& a, const at::Tensor& grad, bool need_dx, at::Tensor& dx, at::Tensor& datoms,
               at::Tensor& dscale, at::Tensor& dbasis, at::Tensor& dweight, at::Tensor& dbias) {
   const Tiles<T> tiles(a);
@@ -281,11 +282,11 @@ void backward(const IkArgs& a, const at::Tensor& grad, bool need_dx, at::Tensor&
   const PartialLayout L(a);
   const int64_t ntiles = tiles.count();
   const int64_t chunks = std::min(ntiles, kMaxChunks);
-  at::Tensor partial = at::zeros({std::max<int64_t>(chunks, 1), L.size}, a.x.options());
+  at::Tensor partial = at::zeros({std::max<int64_t>(chunks, 1), L.size}, a.atoms.options());
   T* parts = partial.data_ptr<T>();
   parallel_items(
-      chunks, [&] { return Backward<T>{a, tiles, atoms, dx_cols, L, grad.data_ptr<T>(), need_dx}; },
-      [&](Backward<T>& bw, int64_t ch) {
+      chunks, [&] { return Backward<S>{a, tiles, atoms, dx_cols, L, grad.data_ptr<S>(), need_dx}; },
+      [&](Backward<S>& bw, int64_t ch) {
         for (int64_t t = ch * ntiles / chunks; t < (ch + 1) * ntiles / chunks; ++t)
           bw.tile(t, parts + ch * L.size, dx, dscale, dbasis);
       });
@@ -310,7 +311,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   at::Tensor datoms = at::empty_like(a.atoms), dweight = at::empty_like(a.weight);
   at::Tensor dscale = at::empty_like(a.scale), dbasis = at::empty_like(a.basis);
   at::Tensor dbias = at::empty({a.O}, a.weight.options());
-  AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), kOp, [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.x.scalar_type(), kOp, [&] {
     backward<scalar_t>(a, grad, need_x_grad, dx, datoms, dscale, dbasis, dweight, dbias);
   });
   return {dx, datoms, dscale, dbasis, dweight, dbias};

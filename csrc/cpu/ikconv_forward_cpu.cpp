@@ -14,7 +14,8 @@ namespace {
 
 constexpr const char* kOp = "ikconv_forward";
 
-template <class T>
+// S: the images' dtype; T: the compute dtype (ikconv_tile.h).
+template <class S, class T = acc_t<S>>
 struct Forward {
   const IkArgs& a;
   const Tiles<T>& tiles;
@@ -57,12 +58,12 @@ struct Forward {
     }
   }
 
-  void tile(int64_t t, T* out) {
+  void tile(int64_t t, S* out) {
     const auto tl = tiles.tile(t);
     const int64_t HW = a.H * a.W, P = tiles.plane();
-    for (int64_t c = 0; c < a.C; ++c) tiles.load(a.x.data_ptr<T>() + (tl.b * a.C + c) * HW, tl, tiles.R, x + c * P);
-    for (int64_t g = 0; g < a.G; ++g) tiles.load(a.scale.data_ptr<T>() + (tl.b * a.G + g) * HW, tl, 0, s + g * P);
-    for (int64_t m = 0; m < a.M; ++m) tiles.load(a.basis.data_ptr<T>() + (tl.b * a.M + m) * HW, tl, 0, bt + m * P);
+    for (int64_t c = 0; c < a.C; ++c) tiles.load(a.x.data_ptr<S>() + (tl.b * a.C + c) * HW, tl, tiles.R, x + c * P);
+    for (int64_t g = 0; g < a.G; ++g) tiles.load(a.scale.data_ptr<S>() + (tl.b * a.G + g) * HW, tl, 0, s + g * P);
+    for (int64_t m = 0; m < a.M; ++m) tiles.load(a.basis.data_ptr<S>() + (tl.b * a.M + m) * HW, tl, 0, bt + m * P);
     for (int64_t o = 0; o < a.O; ++o) {
       const T bias = a.bias.defined() ? a.bias.data_ptr<T>()[o] : T(0);
       for (int64_t q = o * P + tiles.at(0, 0); q < o * P + tiles.at(tiles.TH, 0); ++q)
@@ -78,13 +79,13 @@ struct Forward {
   }
 };
 
-template <class T>
+template <class S, class T = acc_t<S>>
 void forward(const IkArgs& a, at::Tensor& out) {
   const Tiles<T> tiles(a);
   const PackedAtoms<T> atoms(a);
-  T* y = out.data_ptr<T>();
+  S* y = out.data_ptr<S>();
   parallel_items(
-      tiles.count(), [&] { return Forward<T>{a, tiles, atoms}; }, [&](Forward<T>& f, int64_t t) { f.tile(t, y); });
+      tiles.count(), [&] { return Forward<S>{a, tiles, atoms}; }, [&](Forward<S>& f, int64_t t) { f.tile(t, y); });
 }
 
 at::Tensor ikconv_forward(const at::Tensor& x, const at::Tensor& atoms, const at::Tensor& scale,
@@ -93,7 +94,7 @@ at::Tensor ikconv_forward(const at::Tensor& x, const at::Tensor& atoms, const at
   const IkArgs a = check_ikconv(kOp, x, atoms, scale, basis, weight, bias, residual);
   at::Tensor out = at::empty({a.B, a.O, a.H, a.W}, a.x.options());
   if (out.numel() == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), kOp, [&] { forward<scalar_t>(a, out); });
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.x.scalar_type(), kOp, [&] { forward<scalar_t>(a, out); });
   return out;
 }
 

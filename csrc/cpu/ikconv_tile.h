@@ -2,6 +2,10 @@
 // checks, the tile geometry, tile buffers with a zero-padded halo, and the windowed
 // multiply-accumulate that computes D = atom (*) x for a few atoms at once.
 //
+// Images (x, scale, basis, y and their gradients) are stored in S, any of float16, bfloat16,
+// float32 and float64; atoms, weight, bias and the tile buffers are in the compute dtype
+// T = acc_t<S> (float32 for the half types): tiles are converted as they are loaded and stored.
+//
 // The image is cut into fixed tiles of TH rows x TW columns (TW = kP vectors). Each tile is
 // copied, with a halo of R = K // 2 pixels that is zero outside the image, into thread-local
 // buffers ("planes") of (TH + 2R) rows x `stride` columns, so the inner loops have no branches.
@@ -18,6 +22,7 @@
 #include <vector>
 
 #include "checks.h"
+#include "convert.h"
 #include "simd.h"
 
 namespace inik_fast::cpu {
@@ -63,24 +68,25 @@ struct IkArgs : IkShape {
   bool residual;
 };
 
+// x, scale and basis share a dtype; atoms, weight and bias are in its compute dtype.
 inline IkArgs check_ikconv(const char* op, const at::Tensor& x, const at::Tensor& atoms, const at::Tensor& scale,
                            const at::Tensor& basis, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                            bool residual) {
-  const auto dt = float_dtype(op, "x", x);
+  const auto dt = float_dtype(op, "x", x), acc = acc_dtype(dt);
   check_cpu(op, "x", x, dt);
-  check_cpu(op, "atoms", atoms, dt);
+  check_cpu(op, "atoms", atoms, acc);
   check_cpu(op, "scale", scale, dt);
   check_cpu(op, "basis", basis, dt);
-  check_cpu(op, "weight", weight, dt);
+  check_cpu(op, "weight", weight, acc);
   const bool has_bias = bias.has_value() && bias->defined();
-  if (has_bias) check_cpu(op, "bias", *bias, dt);
+  if (has_bias) check_cpu(op, "bias", *bias, acc);
   const IkShape shape = check_ikconv_shapes(op, x, atoms, scale, basis, weight, bias, residual);
   return {shape,          x.contiguous(),      atoms.contiguous(),
           scale.contiguous(), basis.contiguous(), weight.contiguous(),
           has_bias ? bias->contiguous() : at::Tensor(), residual};
 }
 
-// Where tile pixels live in a plane, and which tile of the image a work item is.
+// Where tile pixels live in a plane (of compute dtype T), and which tile of the image a work item is.
 template <class T>
 struct Tiles {
   static constexpr int N = Simd<T>::N;
@@ -110,23 +116,22 @@ struct Tiles {
 
   // Copy image plane `src` [H, W] around tile `tl` into `dst`: rows -halo .. TH+halo-1 of the
   // plane, every column, zero outside the image.
-  void load(const T* src, const Tile& tl, int halo, T* dst) const {
+  template <class S>
+  void load(const S* src, const Tile& tl, int halo, T* dst) const {
     const int64_t c0 = tl.w0 - CO;  // image column of plane column 0
     const int64_t lo = std::max<int64_t>(0, c0), hi = std::min<int64_t>(W, c0 + stride);
     for (int i = -halo; i < TH + halo; ++i) {
       T* row = dst + int64_t(i + R) * stride;
       std::fill(row, row + stride, T(0));
       const int64_t h = tl.h0 + i;
-      if (h >= 0 && h < H && lo < hi) std::copy(src + h * W + lo, src + h * W + hi, row + (lo - c0));
+      if (h >= 0 && h < H && lo < hi) convert(src + h * W + lo, row + (lo - c0), hi - lo);
     }
   }
 
   // Copy the tile's pixels inside the image from plane `src` to image plane `dst` [H, W].
-  void store(const T* src, const Tile& tl, T* dst) const {
-    for (int i = 0; i < tl.rows; ++i) {
-      const T* row = src + at(i, 0);
-      std::copy(row, row + tl.cols, dst + (tl.h0 + i) * W + tl.w0);
-    }
+  template <class S>
+  void store(const T* src, const Tile& tl, S* dst) const {
+    for (int i = 0; i < tl.rows; ++i) convert(src + at(i, 0), dst + (tl.h0 + i) * W + tl.w0, tl.cols);
   }
 };
 
