@@ -14,6 +14,12 @@ from .atoms import FreeAtoms, INRAtoms
 from .config import INIKNetConfig
 
 
+# torch 2.11's Inductor compiles this model's backward wrong: 27 of the 61 parameter gradients of a
+# small config 4-17% off eager, in float64 too. AOTAutograd alone (backend="aot_eager") is exact
+# there, and so is Inductor on torch 2.14; see the README.
+_COMPILED_BACKWARD_BROKEN = torch.__version__.startswith("2.11.")
+
+
 class BasicConv(nn.Module):
     def __init__(self, cin, cout, k, stride, relu=True, transpose=False):
         super().__init__()
@@ -179,6 +185,11 @@ class INIKNet(nn.Module):
 
     # -- forward -----------------------------------------------------------------------------
     def forward(self, x):
+        if _COMPILED_BACKWARD_BROKEN and torch.is_grad_enabled() and torch.compiler.is_compiling():
+            raise RuntimeError(
+                "INIKNet: torch 2.11's torch.compile gives wrong parameter gradients for this model; "
+                "compile it under torch.no_grad() or torch.inference_mode(), train it eagerly, or use torch 2.14"
+            )
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"INIKNet: x must be a torch.Tensor, got {type(x).__name__}")
         C = self.config.in_ch
