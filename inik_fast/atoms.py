@@ -67,7 +67,9 @@ class KernelINR(nn.Module):
 
 class _WindowBuffers(nn.Module):
     """Holds the constant coords and mask buffers. They are re-derived from their float64 values
-    whenever the module changes dtype or device, so a float64 model gets exact constants."""
+    whenever the module changes dtype or device, so a float64 model gets exact constants. In a
+    float16/bfloat16 model they stay float32: the atoms are computed in float32 there (the atom
+    bank op takes float32 and float64; the inverse-kernel conv takes float32 atoms for half inputs)."""
 
     def __init__(self, cfg: INIKNetConfig):
         super().__init__()
@@ -80,7 +82,8 @@ class _WindowBuffers(nn.Module):
     def _apply(self, fn, *args, **kwargs):
         super()._apply(fn, *args, **kwargs)
         P, Q = coords_and_mask(*self._grid)
-        self.coords, self.mask = P.to(self.coords), Q.to(self.mask)
+        dt = self.coords.dtype if self.coords.dtype.itemsize >= 4 else torch.float32
+        self.coords, self.mask = P.to(self.coords.device, dt), Q.to(self.mask.device, dt)
         return self
 
 
@@ -105,7 +108,8 @@ class INRAtoms(_WindowBuffers):
         return w1, b1, w2, b2, w3, omega
 
     def forward(self, backend: str = "auto"):
-        return ops.atom_bank(self.coords, self.mask, *self.stacked(), backend=backend)
+        dt = self.coords.dtype  # float32 in a half-precision model
+        return ops.atom_bank(self.coords, self.mask, *(t.to(dt) for t in self.stacked()), backend=backend)
 
 
 class FreeAtoms(_WindowBuffers):

@@ -9,9 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import backends, ops
+from . import backends, ops, trunk
 from .atoms import FreeAtoms, INRAtoms
 from .config import INIKNetConfig
+
+
+# torch 2.11's Inductor compiles this model's backward wrong: 27 of the 61 parameter gradients of a
+# small config 4-17% off eager, in float64 too. AOTAutograd alone (backend="aot_eager") is exact
+# there, and so is Inductor on torch 2.14; see the README.
+_COMPILED_BACKWARD_BROKEN = torch.__version__.startswith("2.11.")
 
 
 class BasicConv(nn.Module):
@@ -88,19 +94,20 @@ class LSTMCell(nn.Module):
 
 class LSTMLayer(nn.Module):
     """Runs the cell over the scales, coarse to fine (`left2right`) or fine to coarse, resizing
-    the state between scales. Returns the h's in [1/4, 1/2, full] order."""
+    the state between scales. Returns the h's in [1/4, 1/2, full] order. fast=True steps with
+    `trunk.lstm_cell` instead of the release's cell forward."""
 
     def __init__(self, hidden, n, coarse_to_fine: bool):
         super().__init__()
         self.cell = LSTMCell(hidden, n)
         self.coarse_to_fine = coarse_to_fine
 
-    def forward(self, feas):
+    def forward(self, feas, fast: bool = False):
         order = feas if self.coarse_to_fine else feas[::-1]
         factor = 2.0 if self.coarse_to_fine else 0.5
         state, hs = None, []
         for i, fea in enumerate(order):
-            h, c = self.cell(fea, state)
+            h, c = trunk.lstm_cell(self.cell, fea, state) if fast else self.cell(fea, state)
             hs.append(h)
             if i + 1 < len(order):
                 state = tuple(F.interpolate(t, scale_factor=factor, mode="bilinear", align_corners=False) for t in (h, c))
@@ -125,8 +132,8 @@ class BiLSTM(nn.Module):
         self.right2left = LSTMLayer(hidden, n, coarse_to_fine=False)
         self.norm = ChannelNorm(hidden)
 
-    def forward(self, xs):
-        h = self.left2right(self.right2left([self.norm(x) for x in xs]))
+    def forward(self, xs, fast: bool = False):
+        h = self.left2right(self.right2left([self.norm(x) for x in xs], fast), fast)
         return [x + t for x, t in zip(xs, h)]
 
 
@@ -178,6 +185,11 @@ class INIKNet(nn.Module):
 
     # -- forward -----------------------------------------------------------------------------
     def forward(self, x):
+        if _COMPILED_BACKWARD_BROKEN and torch.is_grad_enabled() and torch.compiler.is_compiling():
+            raise RuntimeError(
+                "INIKNet: torch 2.11's torch.compile gives wrong parameter gradients for this model; "
+                "compile it under torch.no_grad() or torch.inference_mode(), train it eagerly, or use torch 2.14"
+            )
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"INIKNet: x must be a torch.Tensor, got {type(x).__name__}")
         C = self.config.in_ch
@@ -198,13 +210,18 @@ class INIKNet(nn.Module):
             F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False),
             x,
         ]
-        f = [self.unet(t) for t in xs]
-        hb, hs = self.lstms_basis_select(f), self.lstms_scale_select(f)
+        hb, hs = self._trunk(xs)
         G, M, C = self.config.num_groups, self.config.basis_num, self.config.in_ch
         weight = self.sum.weight.view(C, G + 1, C, M)[:, 1:]
         scales = [torch.softmax(self.scale_select(h), dim=1)[:, 1:] for h in hs]
         bases = [self.basis_select(h) for h in hb]
         return self._inverse_kernel_convs(xs, scales, bases, weight)
+
+    def _trunk(self, xs):
+        """The U-Net features of each scale through both BiLSTMs: (hb, hs). `trunk.py`'s schedule,
+        channels_last; `release.ReleaseINIKNet` overrides it with the release's module forwards."""
+        f = [trunk.unet(self.unet, t.contiguous(memory_format=torch.channels_last)) for t in xs]
+        return self.lstms_basis_select(f, fast=True), self.lstms_scale_select(f, fast=True)
 
     def _inverse_kernel_convs(self, xs, scales, bases, weight):
         """The three scales' inverse-kernel convolutions, on one atom bank (the hook that

@@ -1,4 +1,4 @@
-"""The release's way of computing the atoms and the inverse-kernel convolution.
+"""The release's way of computing the trunk, the atoms and the inverse-kernel convolution.
 
 Kept as the baseline that the benchmarks measure the fused ops against, and as
 `ReleaseINIKNet`, the model behind `--backend release`. It recomputes all G*M atoms (one small
@@ -50,7 +50,8 @@ def release_inverse_kernel_conv(x, atoms, scale, basis, weight, bias=None, resid
 
 
 class ReleaseINIKNet(INIKNet):
-    """INIKNet with the release's computation of the inverse-kernel convolutions; the same
+    """INIKNet with the release's computation of the trunk (the modules' own forwards: reflect
+    padding, cat, unfused gates, NCHW) and of the inverse-kernel convolutions; the same
     parameters, state dict and results as `INIKNet`."""
 
     def __init__(self, config: INIKNetConfig | None = None):
@@ -60,6 +61,10 @@ class ReleaseINIKNet(INIKNet):
 
     def ops_backend(self, device, dtype: torch.dtype = torch.float32) -> str:
         return "release"
+
+    def _trunk(self, xs):
+        f = [self.unet(t) for t in xs]
+        return self.lstms_basis_select(f), self.lstms_scale_select(f)
 
     def _inverse_kernel_convs(self, xs, scales, bases, weight):
         outs = []

@@ -1,0 +1,127 @@
+"""INIKNet's U-Net and LSTM trunk, computed fast on the parameters of the release's modules.
+
+The modules of `model.py` keep the release's own forwards (reflect-padded convolutions, `cat`
+in front of convolutions, one op per LSTM gate, contiguous NCHW); `release.ReleaseINIKNet` runs
+those. `INIKNet` runs the same functions here, exact up to rounding order:
+
+- channels_last end to end: oneDNN's native layout, where NCHW costs reorders around every conv;
+- reflect padding without a padded copy of each feature map: a zero-padded convolution, then the
+  border rows and columns recomputed from thin reflect-padded strips;
+- conv(cat[a, b]) as conv_a(a) + conv_b(b) with views of the one weight, and the residual added
+  piece by piece, so no concatenated copy is formed;
+- the LSTM gates in fewer passes, and the first step skips its zero state.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# Below this many pixels a map is cheaper to reflect-pad than to patch: the strips' extra
+# convolution calls cost more than the padded copy (measured, 2-core AMD EPYC, 32..128 channels).
+_STRIP_MIN_PIXELS = 96 * 96
+
+
+def conv3_reflect(parts, weight, stride: int = 1):
+    """`F.conv2d(F.pad(cat(parts, 1), [1] * 4, mode="reflect"), weight, stride=stride)` for a
+    3x3 weight, without forming the concatenation or the padded copy."""
+    x0 = parts[0]
+    H, W = x0.shape[-2:]
+    if H * W < _STRIP_MIN_PIXELS:
+        x = parts[0] if len(parts) == 1 else torch.cat(parts, 1)  # small map: the copies are cheap
+        return F.conv2d(F.pad(x, [1, 1, 1, 1], mode="reflect"), weight, stride=stride)
+    y, start = None, 0
+    for x in parts:
+        t = F.conv2d(x, weight[:, start : start + x.shape[1]], stride=stride, padding=1)
+        y = t if y is None else y.add_(t)
+        start += x.shape[1]
+    Ho, Wo = y.shape[-2:]
+
+    def strip(rows, cols, pad):
+        pieces = [F.pad(x[:, :, rows, cols], pad, mode="reflect") for x in parts]
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, 1)
+
+    def patch(dim):
+        """Recompute y's first (and, when its window reaches the far padding, last) row or column."""
+        full = slice(None)
+        if dim == 2:
+            ins = [strip(slice(0, 2), full, (1, 1, 1, 0))]
+            if stride * (Ho - 1) + 1 >= H:
+                ins.append(strip(slice(H - 2, H), full, (1, 1, 0, 1)))
+            sides = F.conv2d(torch.cat(ins, 0), weight, stride=(1, stride))
+        else:
+            ins = [strip(full, slice(0, 2), (1, 0, 1, 1))]
+            if stride * (Wo - 1) + 1 >= W:
+                ins.append(strip(full, slice(W - 2, W), (0, 1, 1, 1)))
+            sides = F.conv2d(torch.cat(ins, 0), weight, stride=(stride, 1))
+        B = x0.shape[0]
+        y.narrow(dim, 0, 1).copy_(sides[:B])
+        if len(ins) == 2:
+            y.narrow(dim, y.shape[dim] - 1, 1).copy_(sides[B:])
+
+    patch(2)
+    patch(3)
+    return y
+
+
+def basic_conv(m, parts):
+    """model.BasicConv (not transposed) on the channel pieces `parts`."""
+    conv = m.main[0]
+    y = conv3_reflect(parts, conv.weight, conv.stride[0])
+    return F.relu_(y) if len(m.main) > 1 else y
+
+
+def up_conv(m, x):
+    """model.BasicConv with transpose=True (ReLU after)."""
+    conv = m.main[0]
+    return F.relu_(F.conv_transpose2d(x, conv.weight, stride=conv.stride, padding=conv.padding))
+
+
+def add_parts(y, parts):
+    """y + cat(parts, 1), written into y (promoted first to the sum's dtype, as under autocast)."""
+    y = y.to(torch.promote_types(y.dtype, parts[0].dtype))
+    start = 0
+    for x in parts:
+        y[:, start : start + x.shape[1]] += x
+        start += x.shape[1]
+    return y
+
+
+def res_stack(stack, parts, first_weight=None):
+    """model.ResStack on cat(parts, 1); `first_weight` replaces the first conv's weight (a slice
+    of it when a zero piece is left out of `parts`)."""
+    for j, block in enumerate(stack.layers):
+        c1, c2 = block.main
+        w1 = first_weight if j == 0 and first_weight is not None else c1.main[0].weight
+        y = conv3_reflect([F.relu_(conv3_reflect(parts, w1))], c2.main[0].weight)
+        parts = [add_parts(y, parts)]
+    return parts[0]
+
+
+def unet(net, x):
+    """model.UNet.forward."""
+    fe, enc, dec = net.feat_extract, net.Encoder, net.Decoder
+    r1 = res_stack(enc[0], [basic_conv(fe[0], [x])])
+    r2 = res_stack(enc[1], [basic_conv(fe[1], [r1])])
+    r3 = res_stack(enc[2], [basic_conv(fe[2], [r2])])
+    z = res_stack(dec[0], [basic_conv(fe[3], [up_conv(net.up1, r3), r2])])
+    return res_stack(dec[1], [basic_conv(fe[4], [up_conv(net.up2, z), r1])])
+
+
+def lstm_cell(cell, fea, state):
+    """model.LSTMCell.forward. Without a state (zeros in the release) the h half of the input and
+    of the first conv's weight is left out, and c' = i*g."""
+    hidden = fea.shape[1]
+    if state is None:
+        w1 = cell.layers.layers[0].main[0].main[0].weight[:, :hidden]
+        y = res_stack(cell.layers, [fea], w1)
+    else:
+        y = res_stack(cell.layers, [fea, state[0]])
+    gates = F.conv2d(y, cell.conv.weight, cell.conv.bias)
+    ifo = torch.sigmoid(gates[:, : 3 * hidden])
+    i, f, o = ifo.chunk(3, 1)
+    g = torch.tanh(gates[:, 3 * hidden :])
+    if state is None:
+        c = (i * g).to(torch.promote_types(g.dtype, fea.dtype))  # the release's f*0 + i*g, same dtype
+    else:
+        c = torch.addcmul(f * state[1], i, g)
+    return o * torch.tanh(c), c
