@@ -94,7 +94,7 @@ def res_stack(stack, parts, first_weight=None):
         w1 = first_weight if j == 0 and first_weight is not None else c1.main[0].weight
         y = conv3_reflect([F.relu_(conv3_reflect(parts, w1))], c2.main[0].weight)
         parts = [add_parts(y, parts)]
-    return parts[0]
+    return torch.cat(parts, 1) if len(parts) > 1 else parts[0]  # several only with no blocks
 
 
 def unet(net, x):
@@ -111,12 +111,15 @@ def lstm_cell(cell, fea, state):
     """model.LSTMCell.forward. Without a state (zeros in the release) the h half of the input and
     of the first conv's weight is left out, and c' = i*g."""
     hidden = fea.shape[1]
-    if state is None:
+    gate_weight = cell.conv.weight
+    if state is None and len(cell.layers.layers) == 0:  # no blocks: the gate conv sees cat(fea, 0)
+        y, gate_weight = fea, gate_weight[:, :hidden]
+    elif state is None:
         w1 = cell.layers.layers[0].main[0].main[0].weight[:, :hidden]
         y = res_stack(cell.layers, [fea], w1)
     else:
         y = res_stack(cell.layers, [fea, state[0]])
-    gates = F.conv2d(y, cell.conv.weight, cell.conv.bias)
+    gates = F.conv2d(y, gate_weight, cell.conv.bias)
     ifo = torch.sigmoid(gates[:, : 3 * hidden])
     i, f, o = ifo.chunk(3, 1)
     g = torch.tanh(gates[:, 3 * hidden :])

@@ -1,6 +1,8 @@
 """trunk.py against the release modules' forwards on maps large enough for the border strips
 (the release fixtures' maps, at most 64x64, are all padded the plain way: under
 trunk._STRIP_MIN_PIXELS)."""
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -34,11 +36,13 @@ def test_conv3_reflect_is_the_padded_conv(hw, stride, pieces, channels_last):
         assert rel_err(got[sl], expected[sl]) < 1e-12
 
 
-def test_trunk_is_the_release_trunk_on_large_maps():
+@pytest.mark.parametrize("num_res", [1, 0], ids=["blocks", "no_blocks"])
+def test_trunk_is_the_release_trunk_on_large_maps(num_res):
     """The whole trunk (U-Net and both BiLSTMs, three scales) at 128x128 in float64: features and
-    parameter gradients against the release's module forwards."""
+    parameter gradients against the release's module forwards, with and without residual blocks."""
     torch.manual_seed(0)
-    model = INIKNet(SMALL, backend="reference").double()
+    cfg = dataclasses.replace(SMALL, num_res_unet=num_res, num_res_lstm=num_res)
+    model = INIKNet(cfg, backend="reference").double()
     x = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(1), dtype=F64)
     xs = [F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False) for s in (0.25, 0.5)] + [x]
 
