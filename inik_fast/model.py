@@ -185,7 +185,8 @@ class INIKNet(nn.Module):
 
     # -- forward -----------------------------------------------------------------------------
     def forward(self, x):
-        if _COMPILED_BACKWARD_BROKEN and torch.is_grad_enabled() and torch.compiler.is_compiling():
+        # torch.export traces with gradients enabled but compiles no backward: it is not refused
+        if _COMPILED_BACKWARD_BROKEN and torch.is_grad_enabled() and torch.compiler.is_compiling() and not torch.compiler.is_exporting():
             raise RuntimeError(
                 "INIKNet: torch 2.11's torch.compile gives wrong parameter gradients for this model; "
                 "compile it under torch.no_grad() or torch.inference_mode(), train it eagerly, or use torch 2.14"

@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import checkpoint as ckpt
+from . import model as model_module
 from .config import INIKNetConfig
 from .data import FOLDER_DATASETS, FOLDER_HINT, PairCrops, SyntheticDefocus, SyntheticEval
 from .errors import ConfigError
@@ -123,6 +124,8 @@ class TrainConfig:
         need(0 < self.gamma <= 1, "gamma", "a factor in (0, 1]")
         need(self.milestones is None or all(isinstance(m, int) and m >= 1 for m in self.milestones), "milestones", "a list of steps >= 1")
         need(self.stop_after is None or self.stop_after >= 1, "stop_after", "an integer >= 1")
+        need(not (self.compile and model_module._COMPILED_BACKWARD_BROKEN), "compile",
+             "False on torch 2.11, whose torch.compile gives this model wrong parameter gradients (train eagerly, or use torch 2.14)")  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------

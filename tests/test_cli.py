@@ -13,9 +13,12 @@ import torch
 
 import inik_fast
 from inik_fast import INIKNet, INIKNetConfig, checkpoint
+from inik_fast import model as model_module
 from inik_fast.cli import build_parser, main, train_config_from_args
 from inik_fast.data import read_image, write_image
 from inik_fast.deblur import deblur
+from test_compile import SIZE as COMPILE_SIZE
+from test_compile import SMALL as COMPILE_CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = INIKNetConfig(base_ch=8, num_res_unet=1, num_res_lstm=1, basis_num=2, max_kernel_size=5)
@@ -424,12 +427,15 @@ def test_precision_bf16_is_as_close_as_the_reference_in_bf16(tmp_path, release_c
 
 
 @pytest.mark.slow
-def test_compile_equals_eager(tmp_path, release_ckpt, capsys):
-    """--compile on a tiled run: all four windows are 48 x 48, so one graph serves them all."""
+def test_compile_equals_eager(tmp_path, capsys):
+    """--compile on a tiled run: all four windows are 48 x 48, so one graph serves them all (the
+    config and size of tests/test_compile.py, whose graphs Inductor's cache may already hold)."""
     import torch._dynamo
 
+    torch.manual_seed(0)
+    torch.save(INIKNet(COMPILE_CONFIG).state_dict(), tmp_path / "small.pth")
     write_image(tmp_path / "a.png", np.random.default_rng(0).random((64, 64, 3)), bits=16)
-    args = ["deblur", tmp_path / "a.png", "--checkpoint", release_ckpt, "--tile", 32, "--halo", 16]
+    args = ["deblur", tmp_path / "a.png", "--checkpoint", tmp_path / "small.pth", "--backend", "cpu", "--tile", 32, "--halo", COMPILE_SIZE - 32]
     assert cli(*args, "-o", tmp_path / "eager.tiff") == 0
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
@@ -439,13 +445,30 @@ def test_compile_equals_eager(tmp_path, release_ckpt, capsys):
     assert np.abs(eager - compiled).max() < 1e-4
 
 
+def test_train_compile_is_refused_on_torch_2_11(tmp_path, capsys, monkeypatch):
+    """At the start, as a bad option: torch 2.11 compiles this model's backward wrong (the flag is
+    forced on here, so that any torch runs the check)."""
+    monkeypatch.setattr(model_module, "_COMPILED_BACKWARD_BROKEN", True)
+    assert cli("train", "--steps", 1, "--out", tmp_path / "run", "--compile") == 1
+    assert "train config compile=True: expected False on torch 2.11" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
+@pytest.mark.skipif(model_module._COMPILED_BACKWARD_BROKEN, reason="torch 2.11: compiled training is refused, see above")
 def test_train_compile_follows_eager(tmp_path, capsys):
-    TINY.to_json(tmp_path / "tiny.json")
-    args = ["train", "--model-config", tmp_path / "tiny.json", "--steps", 2, "--crop", 32, "--batch", 1, "--backend", "reference",
+    COMPILE_CONFIG.to_json(tmp_path / "small.json")
+    args = ["train", "--model-config", tmp_path / "small.json", "--steps", 2, "--crop", COMPILE_SIZE, "--batch", 1, "--backend", "cpu",
             "--val-count", 1, "--val-crop", 32, "--no-progress"]  # fmt: skip
+    import torch._dynamo
+
     assert cli(*args, "--out", tmp_path / "eager") == 0
+    torch._dynamo.utils.counters.clear()
     assert cli(*args, "--out", tmp_path / "compiled", "--compile") == 0
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
     eager, compiled = (checkpoint.load_file(tmp_path / n / "last.pt")["model"] for n in ("eager", "compiled"))
     assert eager.keys() == compiled.keys()  # no torch.compile prefix in the checkpoint
-    assert max((eager[k] - compiled[k]).abs().max().item() for k in eager) < 1e-4
+    # Adam turns a rounding-level gradient of either sign into a step of about +-lr, so a few of
+    # the 86k elements may differ by up to 2 lr = 4e-4 after two steps; every other one agrees.
+    diff = torch.cat([(eager[k] - compiled[k]).abs().flatten() for k in eager])
+    assert diff.max() < 4.5e-4 and (diff > 1e-5).sum() <= diff.numel() // 10_000, sorted(diff.tolist())[-10:]

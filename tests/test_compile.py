@@ -1,6 +1,11 @@
-"""The whole model under torch.compile(fullgraph=True), torch.export and AOTInductor, on the fused
-backends of the CPU: eval, inference_mode and training (every parameter gradient against eager).
-Small config and image: each compilation takes tens of seconds on 2 cores."""
+"""The whole model under torch.compile(fullgraph=True), torch.export and AOTInductor: eval,
+inference_mode and training (every parameter gradient against eager).
+
+Inductor compiles the `cpu` backend, whose custom ops it must lower. The `reference` backend is
+plain PyTorch: Dynamo and AOTAutograd (`aot_eager`) trace it fullgraph and check its gradients,
+and Inductor's C++ code generation, minutes per graph on 2 cores, would test only torch.
+The tests share one config and image size, so Inductor's cache reuses graphs among them and the
+CLI's `--compile` tests (tests/test_cli.py)."""
 import shutil
 
 import pytest
@@ -13,7 +18,8 @@ from op_cases import rel_err
 pytestmark = pytest.mark.slow
 
 SMALL = INIKNetConfig(base_ch=8, num_res_unet=1, num_res_lstm=1, basis_num=3, max_kernel_size=7)
-BACKENDS = ["cpu", "reference"]  # triton runs on CPU tensors only in its interpreter, which Inductor does not compile
+SIZE = 48  # tests/test_cli.py's --compile runs use these windows and crops
+COMPILERS = [("cpu", "inductor"), ("reference", "aot_eager")]  # triton runs on CPU tensors only in its interpreter, which Inductor does not compile
 
 
 def small_model(backend, dtype=torch.float32):
@@ -21,18 +27,18 @@ def small_model(backend, dtype=torch.float32):
     if reasons:
         pytest.skip(f"{backend}: {'; '.join(reasons)}")
     torch.manual_seed(0)
-    return INIKNet(SMALL, backend=backend).to(dtype), torch.rand(1, 3, 32, 32, dtype=dtype)
+    return INIKNet(SMALL, backend=backend).to(dtype), torch.rand(1, 3, SIZE, SIZE, dtype=dtype)
 
 
 def custom_ops(graph) -> set[str]:
     return {str(n.target).split(".")[1] for n in graph.nodes if n.op == "call_function" and "inik_fast" in str(n.target)}
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_compiled_eval_and_inference_mode(backend):
+@pytest.mark.parametrize("backend,compiler", COMPILERS)
+def test_compiled_eval_and_inference_mode(backend, compiler):
     model, x = small_model(backend)
     model.eval()
-    compiled = torch.compile(model, fullgraph=True)
+    compiled = torch.compile(model, fullgraph=True, backend=compiler)
     with torch.no_grad():
         expected = model(x)
         got = compiled(x)
@@ -45,37 +51,41 @@ def test_compiled_eval_and_inference_mode(backend):
 
 def test_compiled_model_takes_new_image_sizes():
     """A second size recompiles with dynamic shapes (as `deblur --compile` does for each tile
-    shape): the ops' argument checks must not format SymInts on that path, or fullgraph fails."""
+    shape): the ops' argument checks must not format SymInts on that path, or fullgraph fails.
+    That is Dynamo's tracing, the same for every compiler; the second size is large enough for
+    the trunk's border-strip convolutions."""
     model, _ = small_model("cpu")
     model.eval()
-    compiled = torch.compile(model, fullgraph=True)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
     with torch.no_grad():
-        for hw in ((32, 48), (48, 64)):  # the second size recompiles with dynamic shapes
+        for hw in ((32, 48), (96, 112)):
             x = torch.rand(1, 3, *hw)
             assert rel_err(compiled(x)[-1], model(x)[-1]) < 1e-5
 
 
 def test_compiled_training_is_refused_on_torch_2_11(monkeypatch):
     """On torch 2.11 (the flag forced on here, so that any torch runs the check): a compiled
-    forward with gradients enabled raises; under torch.no_grad() it compiles and runs."""
+    forward with gradients enabled raises while Dynamo traces it; under torch.no_grad() it
+    compiles and runs; torch.export, which compiles no backward, is not refused."""
     monkeypatch.setattr(model_module, "_COMPILED_BACKWARD_BROKEN", True)
     torch._dynamo.reset()
     try:
-        model, x = small_model("reference")
-        compiled = torch.compile(model, fullgraph=True)
+        model, x = small_model("cpu")
+        compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
         with pytest.raises(Exception, match="torch 2.11's torch.compile gives wrong parameter gradients"):
             compiled(x)
         model.eval()
         with torch.no_grad():
             for g, e in zip(compiled(x), model(x)):
                 assert rel_err(g, e) < 1e-5
+        assert custom_ops(torch.export.export(model, (x,)).graph) == {"atom_bank_forward", "ikconv_forward"}
     finally:
         torch._dynamo.reset()
 
 
 @pytest.mark.skipif(model_module._COMPILED_BACKWARD_BROKEN, reason="torch 2.11's Inductor: refused, see above")
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_compiled_training_gradients_match_eager(backend):
+@pytest.mark.parametrize("backend,compiler", COMPILERS)
+def test_compiled_training_gradients_match_eager(backend, compiler):
     model, x = small_model(backend)
     gen = torch.Generator().manual_seed(1)
     cot = [torch.randn(o.shape, generator=gen) for o in model(x)]
@@ -83,7 +93,7 @@ def test_compiled_training_gradients_match_eager(backend):
     sum((o * c).sum() for o, c in zip(expected, cot)).backward()
     eager_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad(set_to_none=True)
-    got = torch.compile(model, fullgraph=True)(x)
+    got = torch.compile(model, fullgraph=True, backend=compiler)(x)
     for g, e in zip(got, expected):
         assert rel_err(g, e) < 1e-5
     sum((o * c).sum() for o, c in zip(got, cot)).backward()
