@@ -185,8 +185,9 @@ class INIKNet(nn.Module):
 
     # -- forward -----------------------------------------------------------------------------
     def forward(self, x):
-        # torch.export traces with gradients enabled but compiles no backward: it is not refused
-        if _COMPILED_BACKWARD_BROKEN and torch.is_grad_enabled() and torch.compiler.is_compiling() and not torch.compiler.is_exporting():
+        # torch.export traces with gradients enabled but compiles no backward: it is not refused.
+        # Its flag is read directly: torch 2.11's Dynamo folds is_exporting() to True in torch.compile.
+        if _COMPILED_BACKWARD_BROKEN and torch.is_grad_enabled() and torch.compiler.is_compiling() and not torch.compiler._is_exporting_flag:
             raise RuntimeError(
                 "INIKNet: torch 2.11's torch.compile gives wrong parameter gradients for this model; "
                 "compile it under torch.no_grad() or torch.inference_mode(), train it eagerly, or use torch 2.14"
