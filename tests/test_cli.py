@@ -428,8 +428,7 @@ def test_precision_bf16_is_as_close_as_the_reference_in_bf16(tmp_path, release_c
 
 @pytest.mark.slow
 def test_compile_equals_eager(tmp_path, capsys):
-    """--compile on a tiled run: all four windows are 48 x 48, so one graph serves them all (the
-    config and size of tests/test_compile.py, whose graphs Inductor's cache may already hold)."""
+    """--compile on a tiled run: all four windows are 48 x 48, so one graph serves them all."""
     import torch._dynamo
 
     torch.manual_seed(0)
