@@ -9,12 +9,19 @@ those. `INIKNet` runs the same functions here, exact up to rounding order:
   border rows and columns recomputed from thin reflect-padded strips;
 - conv(cat[a, b]) as conv_a(a) + conv_b(b) with views of the one weight, and the residual added
   piece by piece, so no concatenated copy is formed;
-- the LSTM gates in fewer passes, and the first step skips its zero state.
+- the LSTM gates in fewer passes, the gate conv as one matrix product, and the first step skips
+  its zero state.
+
+Under autograd (training), what is cheap in a forward can be dear in its backward, so:
+- the reflect-padded convolution has its own backward (`_ReflectConv3`), one convolution
+  gradient on a transient padded copy, with the weight gradient on NCHW copies on AVX2;
+- the LSTM gates are recomputed in backward instead of keeping their activations.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 # Below this many pixels a map is cheaper to reflect-pad than to patch: the strips' extra
 # convolution calls cost more than the padded copy (measured, 2-core AMD EPYC, 32..128 channels).
@@ -24,6 +31,62 @@ _STRIP_MIN_PIXELS = 96 * 96
 def conv3_reflect(parts, weight, stride: int = 1):
     """`F.conv2d(F.pad(cat(parts, 1), [1] * 4, mode="reflect"), weight, stride=stride)` for a
     3x3 weight, without forming the concatenation or the padded copy."""
+    if torch.is_grad_enabled() and (weight.requires_grad or any(x.requires_grad for x in parts)):
+        return _ReflectConv3.apply(weight, stride, *parts)
+    return _conv3_reflect(parts, weight, stride)
+
+
+# oneDNN's weight gradient of a channels_last convolution runs 2-3x slower than on NCHW copies of
+# the same tensors on AVX2 (64 -> 64 channels, 3x3, 256x256: 280 ms against 131 ms with the copies,
+# 2-core AMD EPYC Zen 3), while its forward and input gradient are faster in channels_last. Not
+# measured on AVX-512, so those CPUs keep oneDNN's channels_last weight gradient.
+_NCHW_WEIGHT_GRAD = torch.backends.cpu.get_cpu_capability() in ("DEFAULT", "AVX2")
+
+
+class _ReflectConv3(torch.autograd.Function):
+    """conv3_reflect under autograd. Autograd through the border strips would clone the whole
+    output gradient for every patched row and column and zero-fill a whole input gradient for
+    every strip; instead backward takes the padded convolution's gradient once, on a transient
+    padded copy. Saves only the pieces and the weight (as autocast's conv2d would: cast)."""
+
+    @staticmethod
+    def forward(ctx, weight, stride, *parts):
+        device = weight.device.type
+        if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+            dt = torch.get_autocast_dtype(device)
+            weight, parts = weight.to(dt), [x.to(dt) for x in parts]
+            with torch.autocast(device, enabled=False):
+                y = _conv3_reflect(parts, weight, stride)
+        else:
+            y = _conv3_reflect(parts, weight, stride)
+        ctx.save_for_backward(weight, *parts)
+        ctx.stride = stride
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        weight, *parts = ctx.saved_tensors
+        x = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+        xpad = F.pad(x, [1, 1, 1, 1], mode="reflect")
+        grad = grad.to(x.dtype)
+        dx_wanted = any(ctx.needs_input_grad[2:])
+
+        def conv_backward(g, inp, mask):
+            s = [ctx.stride] * 2
+            return torch.ops.aten.convolution_backward(g, inp, weight, None, s, [0, 0], [1, 1], False, [0, 0], 1, mask)
+
+        nchw = _NCHW_WEIGHT_GRAD and x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last)
+        dxpad, dw, _ = conv_backward(grad, xpad, [dx_wanted, ctx.needs_input_grad[0] and not nchw, False])
+        if ctx.needs_input_grad[0] and nchw:
+            dw = conv_backward(grad.contiguous(), xpad.contiguous(), [False, True, False])[1]
+        dparts = [None] * len(parts)
+        if dx_wanted:
+            dx = torch.ops.aten.reflection_pad2d_backward(dxpad, x, [1, 1, 1, 1])
+            dparts = list(dx.split([t.shape[1] for t in parts], 1))
+        return dw, None, *dparts
+
+
+def _conv3_reflect(parts, weight, stride: int):
     x0 = parts[0]
     H, W = x0.shape[-2:]
     if H * W < _STRIP_MIN_PIXELS:
@@ -79,6 +142,9 @@ def up_conv(m, x):
 def add_parts(y, parts):
     """y + cat(parts, 1), written into y (promoted first to the sum's dtype, as under autocast)."""
     y = y.to(torch.promote_types(y.dtype, parts[0].dtype))
+    if sum(x.shape[1] for x in parts) == y.shape[1] and (len(parts) == 1 or torch.is_grad_enabled()):
+        # under autograd an in-place add into a channel slice would clone y's whole gradient
+        return y.add_(parts[0] if len(parts) == 1 else torch.cat(parts, 1))
     start = 0
     for x in parts:
         y[:, start : start + x.shape[1]] += x
@@ -119,12 +185,33 @@ def lstm_cell(cell, fea, state):
         y = res_stack(cell.layers, [fea], w1)
     else:
         y = res_stack(cell.layers, [fea, state[0]])
-    gates = F.conv2d(y, gate_weight, cell.conv.bias)
+    c = None if state is None else state[1]
+    if not torch.is_grad_enabled():
+        return _gates(y, gate_weight, cell.conv.bias, c, fea.dtype)
+    # Training keeps y and c for backward and recomputes the gates from them: their activations
+    # would otherwise hold 6 hidden-wide maps per pixel, a fifth of the training step's peak memory.
+    return checkpoint(_gates, y, gate_weight, cell.conv.bias, c, fea.dtype, use_reentrant=False, preserve_rng_state=False)
+
+
+def conv1x1(x, weight, bias):
+    """F.conv2d with a 1x1 weight; on a channels_last map, one matrix product on views. PyTorch's
+    1x1 convolution takes its slow path there, and its backward copies the map to NCHW."""
+    B, C, H, W = x.shape
+    if not x.is_contiguous(memory_format=torch.channels_last) or x.device.type != "cpu":
+        return F.conv2d(x, weight, bias)
+    y = torch.addmm(bias, x.permute(0, 2, 3, 1).reshape(-1, C), weight.view(weight.shape[0], C).t())
+    return y.view(B, H, W, -1).permute(0, 3, 1, 2)
+
+
+def _gates(y, weight, bias, c, dtype):
+    """The 1x1 gate conv and the cell's update: (h', c'), c' = f*c + i*g; c=None is the zero state."""
+    gates = conv1x1(y, weight, bias)
+    hidden = gates.shape[1] // 4
     ifo = torch.sigmoid(gates[:, : 3 * hidden])
     i, f, o = ifo.chunk(3, 1)
     g = torch.tanh(gates[:, 3 * hidden :])
-    if state is None:
-        c = (i * g).to(torch.promote_types(g.dtype, fea.dtype))  # the release's f*0 + i*g, same dtype
+    if c is None:
+        c = (i * g).to(torch.promote_types(g.dtype, dtype))  # the release's f*0 + i*g, same dtype
     else:
-        c = torch.addcmul(f * state[1], i, g)
+        c = torch.addcmul(f * c, i, g)
     return o * torch.tanh(c), c

@@ -36,10 +36,13 @@ def test_conv3_reflect_is_the_padded_conv(hw, stride, pieces, channels_last):
         assert rel_err(got[sl], expected[sl]) < 1e-12
 
 
+@pytest.mark.parametrize("nchw_weight_grad", [True, False], ids=["nchw_dw", "channels_last_dw"])
 @pytest.mark.parametrize("num_res", [1, 0], ids=["blocks", "no_blocks"])
-def test_trunk_is_the_release_trunk_on_large_maps(num_res):
+def test_trunk_is_the_release_trunk_on_large_maps(num_res, nchw_weight_grad, monkeypatch):
     """The whole trunk (U-Net and both BiLSTMs, three scales) at 128x128 in float64: features and
-    parameter gradients against the release's module forwards, with and without residual blocks."""
+    parameter gradients against the release's module forwards, with and without residual blocks,
+    with the weight gradients of either layout (the one this CPU does not use is forced)."""
+    monkeypatch.setattr(trunk, "_NCHW_WEIGHT_GRAD", nchw_weight_grad)
     torch.manual_seed(0)
     cfg = dataclasses.replace(SMALL, num_res_unet=num_res, num_res_lstm=num_res)
     model = INIKNet(cfg, backend="reference").double()
@@ -61,3 +64,32 @@ def test_trunk_is_the_release_trunk_on_large_maps(num_res):
     assert fast_grads.keys() == slow_grads.keys() and fast_grads
     for n in slow_grads:
         assert rel_err(fast_grads[n], slow_grads[n]) < 1e-12, n
+
+
+def _trunk_grads(model, trunk_fn, xs, autocast):
+    model.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        hb, hs = trunk_fn(model, xs)
+    gen = torch.Generator().manual_seed(2)
+    sum((t.float() * torch.randn(t.shape, generator=gen)).sum() for t in hb + hs).backward()
+    return {n: p.grad.double() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("nchw_weight_grad", [True, False], ids=["nchw_dw", "channels_last_dw"])
+def test_trunk_gradients_under_bf16_autocast(nchw_weight_grad, monkeypatch):
+    """Under CPU bf16 autocast the fast trunk's parameter gradients (its own backward of the
+    reflect-padded convolutions, the recomputed LSTM gates) are off the float32 truth by at most
+    about twice what the release's trunk under the same autocast is off by."""
+    monkeypatch.setattr(trunk, "_NCHW_WEIGHT_GRAD", nchw_weight_grad)
+    torch.manual_seed(0)
+    model = INIKNet(SMALL, backend="reference")
+    x = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    xs = [F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False) for s in (0.25, 0.5)] + [x]
+    truth = _trunk_grads(model, ReleaseINIKNet._trunk, xs, autocast=False)
+    fast = _trunk_grads(model, INIKNet._trunk, xs, autocast=True)
+    slow = _trunk_grads(model, ReleaseINIKNet._trunk, xs, autocast=True)
+    assert fast.keys() == truth.keys() == slow.keys()
+    flat = [torch.cat([g[n].flatten() for n in truth]) for g in (fast, slow, truth)]
+    fast_err, slow_err = [((g - flat[2]).norm() / flat[2].norm()).item() for g in flat[:2]]
+    assert 0 < slow_err < 0.1  # bf16 rounding, not a broken gradient
+    assert fast_err <= 2 * slow_err, (fast_err, slow_err)
