@@ -94,7 +94,7 @@ def macs(suite: str, shape: tuple, cfg: INIKNetConfig, minimal: bool = False) ->
     with torch.device("meta"):
         net = INIKNet(cfg, backend="reference")
         x = torch.empty(shape)
-    if suite == "model_eval":
+    if suite in ("model_eval", "model_eval_cast"):
         net.eval()
         return count_macs(lambda: net(x))
     return count_macs(lambda: sum(o.sum() for o in net(x)).backward())

@@ -336,7 +336,7 @@ def test_bench_refuses_unknown_names_in_one_line(capsys):
     backends = ", ".join(["release", *inik_fast.available_backends("cpu")])
     for args, valid in [(("--backends", "cpu", "fast"), f"--backends fast: expected one or more of {backends} (available on cpu)"),
                         (("--workloads", "model"), "--workloads model: expected one or more of ikconv_forward, "
-                         "ikconv_train, ikconv_train_dx, atom_bank, model_eval, train_step"),
+                         "ikconv_train, ikconv_train_dx, atom_bank, model_eval, model_eval_cast, train_step"),
                         (("--rounds", 4), "--rounds 4: expected an integer >= 5"),
                         (("--sizes", "huge"), "--sizes huge: expected one of quick, full, tiny")]:
         assert cli("bench", "--device", "cpu", *args) == 1

@@ -32,6 +32,7 @@ SUITE_TITLES = {
     "ikconv_train_dx": "inverse_kernel_conv forward+backward with the image gradient too",
     "atom_bank": "atom_bank forward+backward (release: G*M separate MLP calls)",
     "model_eval": "INIKNet eval forward (inference_mode; bf16 = autocast)",
+    "model_eval_cast": "INIKNet eval forward, the model and image cast to the dtype as `deblur --precision` runs them (the release in float32)",
     "train_step": "INIKNet training step (forward, 3-scale MSE, backward, Adam; bf16 = autocast)",
 }
 
@@ -46,6 +47,7 @@ class Profile:
     ikconv_train_dx: tuple
     atom_bank: tuple  # dtypes
     model_eval: tuple
+    model_eval_cast: tuple
     train_step: tuple
     warmup: int  # untimed calls first (Triton compiles and autotunes in them)
     target_s: float  # time each entry for about this long ...
@@ -63,6 +65,7 @@ PROFILES = {
         ikconv_train_dx=((1, 256, 256, F32),),
         atom_bank=(F32,),
         model_eval=((1, 512, 512, F32), (1, 512, 512, BF16)),
+        model_eval_cast=((1, 512, 512, BF16),),
         train_step=((4, 256, 256, F32), (4, 256, 256, BF16)),
         warmup=1, target_s=3.0, min_rounds=5, max_rounds=20,
     ),
@@ -74,6 +77,7 @@ PROFILES = {
         ikconv_train_dx=((4, 256, 256, F32),),
         atom_bank=(F32,),
         model_eval=((1, 1120, 1680, F32), (1, 1120, 1680, BF16)),
+        model_eval_cast=((1, 1120, 1680, BF16),),
         train_step=((4, 256, 256, F32), (4, 256, 256, BF16)),
         warmup=3, target_s=1.0, min_rounds=5, max_rounds=50,
     ),
@@ -86,6 +90,7 @@ PROFILES = {
         ikconv_train_dx=((1, 128, 128, F32),),
         atom_bank=(F32,),
         model_eval=((1, 128, 128, F32), (1, 128, 128, BF16)),
+        model_eval_cast=((1, 128, 128, BF16),),
         train_step=((1, 128, 128, F32),),
         warmup=1, target_s=0.0, min_rounds=5, max_rounds=5,
     ),
@@ -97,6 +102,7 @@ PROFILES = {
         ikconv_train_dx=((2, 16, 16, F32),),
         atom_bank=(F32,),
         model_eval=((1, 32, 32, F32), (1, 32, 32, BF16)),  # bf16 autocast's plumbing, the step's too
+        model_eval_cast=((1, 32, 32, BF16),),
         train_step=((1, 32, 32, F32),),
         warmup=0, target_s=0.0, min_rounds=1, max_rounds=1,
     ),
@@ -338,6 +344,25 @@ def _model_eval(case: Case):
     return make, 1
 
 
+def _model_eval_cast(case: Case):
+    """What `deblur --precision` runs: model.to(dtype) on an image of that dtype (the atoms stay
+    float32 inside), against the release as users run it, in float32."""
+    x = torch.rand(case.shape, generator=torch.Generator(case.device).manual_seed(0), device=case.device)
+
+    def make(backend):
+        dtype = F32 if backend == "release" else case.dtype
+        net = model(dataclasses.replace(case, backend=backend)).eval().to(dtype)
+        xd = x.to(dtype)
+
+        def step(i):
+            with torch.inference_mode():
+                return net(xd)
+
+        return step
+
+    return make, 1
+
+
 def _train_step(case: Case):
     x, targets = training_data(case)
 
@@ -365,5 +390,6 @@ _SUITES = {
     "ikconv_train_dx": functools.partial(_ikconv_train, x_grad=True),
     "atom_bank": _atom_bank,
     "model_eval": _model_eval,
+    "model_eval_cast": _model_eval_cast,
     "train_step": _train_step,
 }
