@@ -41,9 +41,16 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")
 
 
+# The widest vector unit names a CPU's file: the same model name comes with AVX2 on one day and
+# AVX-512 on another, and a day's runs on both must not overwrite each other.
+ISA_TAGS = (("amx_tile", "AMX"), ("avx512f", "AVX512"), ("avx2", "AVX2"))
+
+
 def stem(data: dict) -> str:
     info = data["machine_info"]["inik_fast"]
-    return f"{slug(info['device_name'])}-{info['date']}"
+    flags = (info.get("cpu_flags") or []) if info.get("device") != "cuda" else []
+    isa = next((f"-{tag}" for flag, tag in ISA_TAGS if flag in flags), "")
+    return f"{slug(info['device_name'])}{isa}-{info['date']}"
 
 
 def fmt_time(s) -> str:

@@ -1,8 +1,9 @@
 """The quality cost of each precision: the default checkpoint on the held-out synthetic set
-(`inik-fast eval`'s), run as `deblur --precision P` runs it (the model and the image cast to P,
-the atoms in float32), beside float32, in one process.
+(8 images per family by default: each of `inik-fast eval`'s 4 held-out photos twice, with its
+own depth layout and formation), run as `deblur --precision P` runs it (the model and the image
+cast to P, the atoms in float32), beside float32, in one process.
 
-    python scripts/eval_precision.py [--out inik_fast/weights/default_eval_precision.txt]
+    python scripts/eval_precision.py [--count N] [--out inik_fast/weights/default_eval_precision.txt]
 
 bf16 on a CPU or a GPU, fp16 on a GPU only. Prints and writes one table per family: PSNR and SSIM
 out per precision, the PSNR change against float32, and the largest change on any one image."""
@@ -22,6 +23,7 @@ from inik_fast.evaluate import evaluate, markdown_table
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, help="also write the table here")
+    p.add_argument("--count", type=int, default=8, help="held-out images per family (default 8)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16} | ({"fp16": torch.float16} if args.device.startswith("cuda") else {})
@@ -29,7 +31,7 @@ def main() -> None:
     for name, dtype in dtypes.items():
         model = checkpoint.load_model(checkpoint.default_checkpoint(), device=args.device).to(dtype)
         t0 = time.perf_counter()
-        reports[name] = evaluate(model)
+        reports[name] = evaluate(model, count=args.count)
         seconds[name] = time.perf_counter() - t0
     base = reports["fp32"]
     head = ["family", "images"] + [f"PSNR {n}" for n in dtypes] + [f"Δ {n}" for n in dtypes if n != "fp32"]
