@@ -37,9 +37,10 @@ def conv3_reflect(parts, weight, stride: int = 1):
 
 
 # oneDNN's weight gradient of a channels_last convolution runs 2-3x slower than on NCHW copies of
-# the same tensors on AVX2 (64 -> 64 channels, 3x3, 256x256: 280 ms against 131 ms with the copies,
-# 2-core AMD EPYC Zen 3), while its forward and input gradient are faster in channels_last. Not
-# measured on AVX-512, so those CPUs keep oneDNN's channels_last weight gradient.
+# the same tensors on AVX2, and 2-3x faster on AVX-512, while its forward and input gradient are
+# fast in channels_last on both (benchmarks/conv_wgrad.py, 64 -> 64 channels, 3x3, 256x256, 2-core
+# AMD EPYC Zen 4: 128 ms against 56 ms with the copies with oneDNN held to AVX2, 22 ms against
+# 51 ms with AVX-512). So only CPUs without AVX-512 take the copies.
 _NCHW_WEIGHT_GRAD = torch.backends.cpu.get_cpu_capability() in ("DEFAULT", "AVX2")
 
 

@@ -469,8 +469,7 @@ def test_train_compile_follows_eager(tmp_path, capsys):
     assert eager.keys() == compiled.keys()  # no torch.compile prefix in the checkpoint
     # Adam turns a rounding-level gradient of either sign into a step of about +-lr, so a few of
     # the 86k elements may differ by up to 2 lr = 4e-4 after two steps; every other one agrees.
-    # How many depends on the CPU's kernels: under 1 in 10,000 on the Zen 3 (AVX2) the bound was set
-    # on, 39 of 86k (0.05%) on a Zen 4 (AVX-512); a wrong
-    # compiled gradient moves most elements by about lr.
+    # How many depends on the CPU's kernels: under 1 in 10,000 on a Zen 3 (AVX2), 39 of 86k (0.05%)
+    # on a Zen 4 (AVX-512). A wrong compiled gradient moves most elements by about lr.
     diff = torch.cat([(eager[k] - compiled[k]).abs().flatten() for k in eager])
     assert diff.max() < 4.5e-4 and (diff > 1e-5).sum() <= diff.numel() // 1_000, sorted(diff.tolist())[-10:]

@@ -328,8 +328,13 @@ def _atom_bank(case: Case):
     return make, 1
 
 
+def _image(case: Case) -> torch.Tensor:
+    """The eval workloads' image: uniform in [0, 1), seeded, float32."""
+    return torch.rand(case.shape, generator=torch.Generator(case.device).manual_seed(0), device=case.device)
+
+
 def _model_eval(case: Case):
-    x = torch.rand(case.shape, generator=torch.Generator(case.device).manual_seed(0), device=case.device)
+    x = _image(case)
 
     def make(backend):
         twin = dataclasses.replace(case, backend=backend)
@@ -347,7 +352,7 @@ def _model_eval(case: Case):
 def _model_eval_cast(case: Case):
     """What `deblur --precision` runs: model.to(dtype) on an image of that dtype (the atoms stay
     float32 inside), against the release as users run it, in float32."""
-    x = torch.rand(case.shape, generator=torch.Generator(case.device).manual_seed(0), device=case.device)
+    x = _image(case)
 
     def make(backend):
         dtype = F32 if backend == "release" else case.dtype
