@@ -35,6 +35,9 @@ TORCH_LIBRARY(inik_fast, m) {
   m.def(
       "ikconv_backward(Tensor grad_y, Tensor x, Tensor atoms, Tensor scale, Tensor basis, Tensor weight, "
       "bool residual, bool need_x_grad, bool deterministic) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // The ConvLSTM cell's update in one pass (trunk.lstm_cell, CPU): (h, c') from the gate conv's
+  // output without its bias, [N, 4 * hidden], and the state c [N, hidden] (None: zero).
+  m.def("lstm_gates(Tensor gates, Tensor bias, Tensor? c) -> (Tensor, Tensor)");
   // The CUDA architectures the extension was compiled for ("" without CUDA kernels).
   m.def("cuda_archs() -> str", &cuda_archs);
 }

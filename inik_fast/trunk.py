@@ -10,7 +10,7 @@ those. `INIKNet` runs the same functions here, exact up to rounding order:
 - conv(cat[a, b]) as conv_a(a) + conv_b(b) with views of the one weight, and the residual added
   piece by piece, so no concatenated copy is formed;
 - the LSTM gates in fewer passes, the gate conv as one matrix product, and the first step skips
-  its zero state.
+  its zero state; on the cpu backend without gradients, the gates' update in one pass (C++).
 
 Under autograd (training), what is cheap in a forward can be dear in its backward, so:
 - the reflect-padded convolution has its own backward (`_ReflectConv3`), one convolution
@@ -174,9 +174,10 @@ def unet(net, x):
     return res_stack(dec[1], [basic_conv(fe[4], [up_conv(net.up2, z), r1])])
 
 
-def lstm_cell(cell, fea, state):
+def lstm_cell(cell, fea, state, fused_gates: bool = False):
     """model.LSTMCell.forward. Without a state (zeros in the release) the h half of the input and
-    of the first conv's weight is left out, and c' = i*g."""
+    of the first conv's weight is left out, and c' = i*g. fused_gates: without gradients on a CPU
+    map, the gates' update in one pass (the C++ op `inik_fast::lstm_gates`)."""
     hidden = fea.shape[1]
     gate_weight = cell.conv.weight
     if state is None and len(cell.layers.layers) == 0:  # no blocks: the gate conv sees cat(fea, 0)
@@ -188,7 +189,8 @@ def lstm_cell(cell, fea, state):
         y = res_stack(cell.layers, [fea, state[0]])
     c = None if state is None else state[1]
     if not torch.is_grad_enabled():
-        return _gates(y, gate_weight, cell.conv.bias, c, fea.dtype)
+        fused = fused_gates and y.device.type == "cpu" and y.is_contiguous(memory_format=torch.channels_last)
+        return (_gates_fused if fused else _gates)(y, gate_weight, cell.conv.bias, c, fea.dtype)
     # Training keeps y and c for backward and recomputes the gates from them: their activations
     # would otherwise hold 6 hidden-wide maps per pixel, a fifth of the training step's peak memory.
     return checkpoint(_gates, y, gate_weight, cell.conv.bias, c, fea.dtype, use_reentrant=False, preserve_rng_state=False)
@@ -197,11 +199,20 @@ def lstm_cell(cell, fea, state):
 def conv1x1(x, weight, bias):
     """F.conv2d with a 1x1 weight; on a channels_last map, one matrix product on views. PyTorch's
     1x1 convolution takes its slow path there, and its backward copies the map to NCHW."""
-    B, C, H, W = x.shape
     if not x.is_contiguous(memory_format=torch.channels_last) or x.device.type != "cpu":
         return F.conv2d(x, weight, bias)
-    y = torch.addmm(bias, x.permute(0, 2, 3, 1).reshape(-1, C), weight.view(weight.shape[0], C).t())
-    return y.view(B, H, W, -1).permute(0, 3, 1, 2)
+    return _map(torch.addmm(bias, _pixels(x), weight.view(weight.shape[0], -1).t()), x)
+
+
+def _pixels(x):
+    """A channels_last [B, C, H, W] map as its [B*H*W, C] matrix of pixels (a view)."""
+    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+
+def _map(rows, like):
+    """[B*H*W, C'] pixel rows as a channels_last [B, C', H, W] map of `like`'s batch and size."""
+    B, _, H, W = like.shape
+    return rows.view(B, H, W, -1).permute(0, 3, 1, 2)
 
 
 def _gates(y, weight, bias, c, dtype):
@@ -216,3 +227,12 @@ def _gates(y, weight, bias, c, dtype):
     else:
         c = torch.addcmul(f * c, i, g)
     return o * torch.tanh(c), c
+
+
+def _gates_fused(y, weight, bias, c, dtype):
+    """_gates in one pass: the 1x1 conv as a matrix product without its bias, then the bias,
+    activations and update per pixel in `inik_fast::lstm_gates`, in _gates' result dtype."""
+    a = torch.mm(_pixels(y), weight.view(weight.shape[0], -1).t())
+    out = torch.promote_types(a.dtype, dtype if c is None else c.dtype)
+    h, c = torch.ops.inik_fast.lstm_gates(a.to(out), bias.to(out), None if c is None else _pixels(c).to(out))
+    return _map(h, y), _map(c, y)
