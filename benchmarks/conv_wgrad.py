@@ -57,7 +57,7 @@ def main() -> None:
         for k, fn in ways.items():
             times[k].append(timed(fn))
     med = {k: statistics.median(v[1:]) for k, v in times.items()}
-    print(f"{machine.device_name('cpu')} ({machine.cpu_name()}; flags {' '.join(machine.cpu_flags())}), "
+    print(f"{machine.describe('cpu')}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, capability {torch.backends.cpu.get_cpu_capability()}")
     print(f"3x3 conv {C} -> {C}, B={args.batch}, {S}x{S}, float32, median of {args.rounds} interleaved rounds:")
     for k, m in med.items():

@@ -189,7 +189,7 @@ def lstm_cell(cell, fea, state, fused_gates: bool = False):
         y = res_stack(cell.layers, [fea, state[0]])
     c = None if state is None else state[1]
     if not torch.is_grad_enabled():
-        fused = fused_gates and y.device.type == "cpu" and y.is_contiguous(memory_format=torch.channels_last)
+        fused = fused_gates and _cpu_channels_last(y)
         return (_gates_fused if fused else _gates)(y, gate_weight, cell.conv.bias, c, fea.dtype)
     # Training keeps y and c for backward and recomputes the gates from them: their activations
     # would otherwise hold 6 hidden-wide maps per pixel, a fifth of the training step's peak memory.
@@ -199,9 +199,14 @@ def lstm_cell(cell, fea, state, fused_gates: bool = False):
 def conv1x1(x, weight, bias):
     """F.conv2d with a 1x1 weight; on a channels_last map, one matrix product on views. PyTorch's
     1x1 convolution takes its slow path there, and its backward copies the map to NCHW."""
-    if not x.is_contiguous(memory_format=torch.channels_last) or x.device.type != "cpu":
+    if not _cpu_channels_last(x):
         return F.conv2d(x, weight, bias)
     return _map(torch.addmm(bias, _pixels(x), weight.view(weight.shape[0], -1).t()), x)
+
+
+def _cpu_channels_last(x) -> bool:
+    """x is a channels_last CPU map: _pixels gives its pixel matrix as a view, for the CPU's GEMM."""
+    return x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last)
 
 
 def _pixels(x):

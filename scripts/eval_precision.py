@@ -49,11 +49,9 @@ def main() -> None:
             [fam, pick(base)["images"]] + [f"{psnr[n]:.3f}" for n in dtypes] + [f"{psnr[n] - psnr['fp32']:+.3f}" for n in dtypes if n != "fp32"]
             + [f"{ssim[n]:.4f}" for n in dtypes] + [f"{worst[n]:+.3f}" for n in dtypes if n != "fp32"]
         )  # fmt: skip
-    device = machine.device_name(args.device)
-    flags = " ".join(machine.cpu_flags())
     lines = [
-        f"Default checkpoint, held-out synthetic set, `deblur --precision` per column; {device} "
-        f"({machine.cpu_name()}, flags {flags}), torch {torch.__version__}, backend {base['backend']}.",
+        f"Default checkpoint, held-out synthetic set, `deblur --precision` per column; {machine.describe(args.device)}, "
+        f"torch {torch.__version__}, backend {base['backend']}.",
         "Whole-set time: " + ", ".join(f"{n} {s:.1f} s" for n, s in seconds.items()) + ".",
         "",
         markdown_table(head, rows),

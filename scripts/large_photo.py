@@ -39,17 +39,20 @@ def synthetic_photo(width: int, height: int, path: Path, seed: int = 0) -> None:
 def run_deblur(src: Path, dst: Path, precision: str) -> dict:
     """One `inik-fast deblur` process: its seconds, peak RSS (wait4's ru_maxrss) and printed peak."""
     cmd = [sys.executable, "-m", "inik_fast", "deblur", str(src), "-o", str(dst), "--precision", precision, "--no-progress"]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - t0
-    out, err = proc.stdout.read(), proc.stderr.read()
+    log = dst.with_suffix(".log")  # a file, not a pipe: a pipe read only after wait4 could fill and block the child
+    with open(log, "w+") as f:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - t0
+        f.seek(0)
+        output = f.read()
     if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{out}{err}")
+        sys.exit(f"{' '.join(cmd)} failed:\n{output}")
     with Image.open(dst) as out_img, Image.open(src) as in_img:
         if out_img.size != in_img.size:
             sys.exit(f"{dst}: {out_img.size} px out for {in_img.size} in")
-    printed = re.search(r"peak memory (\S+ \S+)", err)
+    printed = re.search(r"peak memory (\S+ \S+)", output)
     return {"seconds": seconds, "rss": usage.ru_maxrss * 1024, "printed": printed.group(1) if printed else "?"}
 
 
@@ -73,7 +76,7 @@ def main() -> None:
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     text = "\n".join([
         f"`inik-fast deblur` with default options (the memory budget picks the tiles) on a {width}x{height} "
-        f"synthetic photo; {machine.device_name('cpu')} (flags {' '.join(machine.cpu_flags())}), "
+        f"synthetic photo; {machine.describe('cpu')}, "
         f"{ram:.0f} GiB RAM, torch {torch.__version__}. Produced by `scripts/large_photo.py`.",
         "",
         "| photo | precision | wall time (process) | peak RSS (process) | peak printed by deblur | goal |",

@@ -63,9 +63,8 @@ def run_bench(device="auto", backends=None, suites=None, sizes="quick", rounds=M
                          f"{1e3 * m.release_median_s:.3f}", f"{m.ratio:.2f}x", str(m.rounds)])
     finally:
         measure.set_tf32(tf32)
-    flags = f", flags {' '.join(machine.cpu_flags())}" if torch.device(device).type == "cpu" else ""
     title = (
-        f"inik-fast bench: {machine.device_name(device)}{flags}; {sizes} sizes; each backend's rounds alternate with "
+        f"inik-fast bench: {machine.describe(device)}; {sizes} sizes; each backend's rounds alternate with "
         f"rounds of the release on the same inputs; ratio = release median / median (> 1: faster than the release)"
     )
     head = ["workload", "backend", "median ms", "release median ms", "ratio", "rounds"]

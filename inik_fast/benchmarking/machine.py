@@ -44,3 +44,9 @@ def device_name(device: str) -> str:
     if torch.device(device).type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{cpu_name()}, {cpu_cores()} cores"
+
+
+def describe(device: str) -> str:
+    """The device's name and, for a CPU, its SPEED_FLAGS: the line a result is recorded with."""
+    flags = f", flags {' '.join(cpu_flags())}" if torch.device(device).type == "cpu" else ""
+    return device_name(device) + flags
