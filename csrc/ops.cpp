@@ -38,6 +38,11 @@ TORCH_LIBRARY(inik_fast, m) {
   // The ConvLSTM cell's update in one pass (trunk.lstm_cell, CPU): (h, c') from the gate conv's
   // output without its bias, [N, 4 * hidden], and the state c [N, hidden] (None: zero).
   m.def("lstm_gates(Tensor gates, Tensor bias, Tensor? c) -> (Tensor, Tensor)");
+  // Its gradient: (d gates, d c) from d h and d c' (None: zero); d c is None when c is. The
+  // bias's gradient is d gates summed over the rows.
+  m.def(
+      "lstm_gates_backward(Tensor gates, Tensor bias, Tensor? c, Tensor? grad_h, Tensor? grad_c) "
+      "-> (Tensor, Tensor?)");
   // The CUDA architectures the extension was compiled for ("" without CUDA kernels).
   m.def("cuda_archs() -> str", &cuda_archs);
 }

@@ -184,24 +184,33 @@ def _lstm_gates_fake(gates, bias, c):
     return gates.new_empty(N, H), gates.new_empty(N, H)
 
 
+def _lstm_gates_backward_fake(gates, bias, c, grad_h, grad_c):
+    return torch.empty_like(gates), None if c is None else torch.empty_like(c)
+
+
 def _lstm_gates_setup_context(ctx, inputs, output):
     gates, bias, c = inputs
     ctx.save_for_backward(gates, bias, c, output[1])
 
 
 def _lstm_gates_backward(ctx, dh, dcn):
-    """Gradients of (h, c') = lstm_gates(a, b, c): the cell's formulas, gates recomputed."""
+    """Gradients of (h, c') = lstm_gates(a, b, c): the C++ backward op, or with create_graph=True
+    the same formulas in PyTorch, which autograd differentiates (gates recomputed by both)."""
     gates, bias, c, cn = ctx.saved_tensors
-    hidden = cn.shape[1]
-    a = gates + bias
-    i, f, o = torch.sigmoid(a[:, : 3 * hidden]).chunk(3, 1)
-    g = torch.tanh(a[:, 3 * hidden :])
-    t = torch.tanh(cn)
-    dh = torch.zeros_like(cn) if dh is None else dh
-    dc = dh * o * (1 - t * t) + (0 if dcn is None else dcn)
-    df = dc * c * f * (1 - f) if c is not None else torch.zeros_like(cn)
-    da = torch.cat([dc * g * i * (1 - i), df, dh * t * o * (1 - o), dc * i * (1 - g * g)], 1)
-    return da, da.sum(0), None if c is None else dc * f
+    if _builds_graph((gates, bias, c, dh, dcn)):
+        hidden = cn.shape[1]
+        a = gates + bias
+        i, f, o = torch.sigmoid(a[:, : 3 * hidden]).chunk(3, 1)
+        g = torch.tanh(a[:, 3 * hidden :])
+        t = torch.tanh(cn)
+        dh = torch.zeros_like(cn) if dh is None else dh
+        dc = dh * o * (1 - t * t) + (0 if dcn is None else dcn)
+        df = dc * c * f * (1 - f) if c is not None else torch.zeros_like(cn)
+        da = torch.cat([dc * g * i * (1 - i), df, dh * t * o * (1 - o), dc * i * (1 - g * g)], 1)
+        dc = None if c is None else dc * f
+    else:
+        da, dc = torch.ops.inik_fast.lstm_gates_backward(gates, bias, c, dh, dcn)
+    return da, da.sum(0), dc
 
 
 register_backend("_reference")
@@ -209,6 +218,7 @@ if _extension.LOAD_ERROR is None:
     register_backend("")
     # the trunk's LSTM cell update (csrc/cpu/lstm_gates_cpu.cpp), used by trunk.lstm_cell
     torch.library.register_fake("inik_fast::lstm_gates", _lstm_gates_fake)
+    torch.library.register_fake("inik_fast::lstm_gates_backward", _lstm_gates_backward_fake)
     torch.library.register_autograd("inik_fast::lstm_gates", _lstm_gates_backward, setup_context=_lstm_gates_setup_context)
 
 _triton_registered = False

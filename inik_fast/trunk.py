@@ -10,7 +10,7 @@ those. `INIKNet` runs the same functions here, exact up to rounding order:
 - conv(cat[a, b]) as conv_a(a) + conv_b(b) with views of the one weight, and the residual added
   piece by piece, so no concatenated copy is formed;
 - the LSTM gates in fewer passes, the gate conv as one matrix product, and the first step skips
-  its zero state; on the cpu backend without gradients, the gates' update in one pass (C++).
+  its zero state; on the cpu backend, the gates' update in one pass (C++), and its gradient.
 
 Under autograd (training), what is cheap in a forward can be dear in its backward, so:
 - the reflect-padded convolution has its own backward (`_ReflectConv3`), one convolution
@@ -176,8 +176,8 @@ def unet(net, x):
 
 def lstm_cell(cell, fea, state, fused_gates: bool = False):
     """model.LSTMCell.forward. Without a state (zeros in the release) the h half of the input and
-    of the first conv's weight is left out, and c' = i*g. fused_gates: without gradients on a CPU
-    map, the gates' update in one pass (the C++ op `inik_fast::lstm_gates`)."""
+    of the first conv's weight is left out, and c' = i*g. fused_gates: on a CPU map, the gates'
+    update in one pass, and its gradient in one more (the C++ ops `inik_fast::lstm_gates*`)."""
     hidden = fea.shape[1]
     gate_weight = cell.conv.weight
     if state is None and len(cell.layers.layers) == 0:  # no blocks: the gate conv sees cat(fea, 0)
@@ -188,12 +188,12 @@ def lstm_cell(cell, fea, state, fused_gates: bool = False):
     else:
         y = res_stack(cell.layers, [fea, state[0]])
     c = None if state is None else state[1]
+    gates = _gates_fused if fused_gates and _cpu_channels_last(y) else _gates
     if not torch.is_grad_enabled():
-        fused = fused_gates and _cpu_channels_last(y)
-        return (_gates_fused if fused else _gates)(y, gate_weight, cell.conv.bias, c, fea.dtype)
+        return gates(y, gate_weight, cell.conv.bias, c, fea.dtype)
     # Training keeps y and c for backward and recomputes the gates from them: their activations
     # would otherwise hold 6 hidden-wide maps per pixel, a fifth of the training step's peak memory.
-    return checkpoint(_gates, y, gate_weight, cell.conv.bias, c, fea.dtype, use_reentrant=False, preserve_rng_state=False)
+    return checkpoint(gates, y, gate_weight, cell.conv.bias, c, fea.dtype, use_reentrant=False, preserve_rng_state=False)
 
 
 def conv1x1(x, weight, bias):

@@ -78,7 +78,7 @@ def test_compiled_training_is_refused_on_torch_2_11(monkeypatch):
         with torch.no_grad():
             for g, e in zip(compiled(x), model(x)):
                 assert rel_err(g, e) < 1e-5
-        assert custom_ops(torch.export.export(model, (x,)).graph) == {"atom_bank_forward", "ikconv_forward"}
+        assert custom_ops(torch.export.export(model, (x,)).graph) == {"atom_bank_forward", "ikconv_forward", "lstm_gates"}
     finally:
         torch._dynamo.reset()
 
@@ -105,7 +105,7 @@ def test_export_holds_the_custom_ops():
     model, x = small_model("cpu")
     model.eval()
     ep = torch.export.export(model, (x,))
-    assert custom_ops(ep.graph) == {"atom_bank_forward", "ikconv_forward"}
+    assert custom_ops(ep.graph) == {"atom_bank_forward", "ikconv_forward", "lstm_gates"}
     with torch.no_grad():
         for g, e in zip(ep.module()(x), model(x)):
             assert rel_err(g, e) < 1e-6
