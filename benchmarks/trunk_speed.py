@@ -16,26 +16,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 import inik_fast
 from inik_fast import INIKNet, INIKNetConfig
-
-FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
-
-
-def cpu_text() -> str:
-    try:
-        block = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
-    except OSError:
-        return "unknown CPU"
-    info = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in block.splitlines())}
-    have = set(info.get("flags", "").split())
-    flags = ", ".join(f if f in have else f"no {f}" for f in FLAGS)
-    return f"{info.get('model name', 'unknown CPU')} (family {info.get('cpu family', '?')} model {info.get('model', '?')}; {flags})"
+from inik_fast.benchmarking import machine
 
 
 class ReleaseTrunkINIKNet(INIKNet):
@@ -98,7 +85,7 @@ def main():
                 times[k][1].append(ts)
                 print(f"round {r}: {k}: fast {tf:.3f} s, release trunk {ts:.3f} s, ratio {ts / tf:.2f}", flush=True)
 
-    cpu = cpu_text()
+    cpu = machine.describe("cpu")
     print(f"torch {torch.__version__}, {args.threads} thread(s), {cpu}")
     for k in work:
         r = ratios[k]

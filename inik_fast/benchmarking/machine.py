@@ -47,6 +47,9 @@ def device_name(device: str) -> str:
 
 
 def describe(device: str) -> str:
-    """The device's name and, for a CPU, its SPEED_FLAGS: the line a result is recorded with."""
-    flags = f", flags {' '.join(cpu_flags())}" if torch.device(device).type == "cpu" else ""
-    return device_name(device) + flags
+    """The device's name and, for a CPU, its family and model (one model name covers several
+    generations) and SPEED_FLAGS: the line a result is recorded with."""
+    if torch.device(device).type != "cpu":
+        return device_name(device)
+    info = _cpuinfo()
+    return f"{device_name(device)} (family {info.get('cpu family', '?')} model {info.get('model', '?')}), flags {' '.join(cpu_flags())}"
