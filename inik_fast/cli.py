@@ -293,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help=cmd_eval.__doc__, description=cmd_eval.__doc__)
     e.add_argument("--dataset", default="synthetic", help="synthetic (default: held-out photos incl. the motorcycle pair), dpdd, lfdof, realdof, rtf or pairs")
     e.add_argument("--data", help="root folder of a folder dataset (name its layout with --dataset)")
-    e.add_argument("--split", default="test", help="dataset split (default test)")
+    e.add_argument("--split", default="test", help="dataset split (default test; synthetic: test, the held-out photos, or train, the same families on the training photos)")
     e.add_argument("--count", type=int, default=len(EVAL_PHOTOS), help=f"synthetic: held-out images per family (default {len(EVAL_PHOTOS)})")
     e.add_argument("--limit", type=int, help="evaluate only the first N images")
     e.add_argument("--json", help="also write the report as JSON to this file (- for stdout)")

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from .data import FOLDER_DATASETS, FOLDER_HINT, SyntheticEval
-from .data.synthetic import HELD_OUT
+from .data.synthetic import EVAL_PHOTOS, HELD_OUT, TRAIN_PHOTOS
 from .deblur import DEFAULT_HALO, deblur
 from .errors import ConfigError, UserError
 from .metrics import image_metrics
@@ -18,7 +18,9 @@ def open_eval_set(dataset: str, root, split: str, count: int):
     if dataset == "synthetic":
         if root is not None:
             raise ConfigError(f"--data {root}: expected {FOLDER_HINT}")
-        return SyntheticEval(count)  # `count` per family
+        if split not in ("test", "train"):
+            raise UserError(f"--split {split}: the synthetic set has 'test' (held-out photos) and 'train' (the training photos)")
+        return SyntheticEval(count, photos=EVAL_PHOTOS if split == "test" else TRAIN_PHOTOS)  # `count` per family
     if dataset not in FOLDER_DATASETS:
         raise UserError(f"--dataset {dataset}: expected 'synthetic' or one of {sorted(FOLDER_DATASETS)}")
     if root is None:

@@ -33,3 +33,18 @@ def test_eval_reports_every_family(small_photos):
     assert "| cateye (held out)" in table and "| srgb (held out)" in table and "| disk " in table and "| all " in table
     summary = checkpoint.eval_summary(report)
     assert summary["family_gains"] == {f: m["psnr_gain"] for f, m in fams.items()}
+
+
+def test_eval_on_the_training_photos(small_photos):
+    """split="train": the same families on the training photos (to tell fitting from
+    generalising); any other split of the synthetic set is refused by name."""
+    torch.manual_seed(0)
+    model = INIKNet(TINY, backend="reference").eval()
+    report = evaluate(model, split="train", count=2, limit=4)
+    names = [r["name"] for r in report["images"]]  # 2 per family: the first two training photos
+    expected = [synthetic.TRAIN_PHOTOS[j] for j in (0, 1, 0, 1)]
+    assert all(n.split("_", 1)[1].startswith(f"{p}_") for n, p in zip(names, expected)), names
+    held_out = evaluate(model, split="test", count=2, limit=1)["images"][0]["name"]
+    assert "motorcycle_left_disparity" in held_out
+    with pytest.raises(Exception, match="--split val: the synthetic set has 'test'"):
+        evaluate(model, split="val", count=1)
