@@ -30,5 +30,7 @@ cp "$RUN/train.log" "$W/default.log"
 # The held-out evaluation: one set per family (scikit-image photos never used in training, the
 # motorcycle with its real disparity), the held-out PSF family and blur space among them.
 "$PY" -m inik_fast eval --checkpoint "$W/default.pt" --json "$W/default_eval.json" | tee "$W/default_eval.txt"
+# The same families on the training photos: how far the model fits what it was trained on.
+"$PY" -m inik_fast eval --checkpoint "$W/default.pt" --split train | tee "$W/default_eval_train_photos.txt"
 # The same weights again, with the evaluation beside the training settings in the file's meta.
 "$PY" -m inik_fast export "$RUN/last.pt" "$W/default.pt" --eval-json "$W/default_eval.json"
