@@ -10,6 +10,8 @@ import shutil
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from inik_fast import INIKNet, INIKNetConfig, backends
 from inik_fast import model as model_module
@@ -32,6 +34,18 @@ def small_model(backend, dtype=torch.float32):
 
 def custom_ops(graph) -> set[str]:
     return {str(n.target).split(".")[1] for n in graph.nodes if n.op == "call_function" and "inik_fast" in str(n.target)}
+
+
+def fake_reflect_pad_keeps_channels_last() -> bool:
+    x = torch.empty(1, 2, 4, 4).contiguous(memory_format=torch.channels_last)
+    with FakeTensorMode() as mode:
+        return F.pad(mode.from_tensor(x), [1] * 4, mode="reflect").is_contiguous(memory_format=torch.channels_last)
+
+
+# The ops an export of the cpu backend's model holds. The one-pass LSTM gates need channels_last
+# maps: torch 2.11's fake reflect padding returns NCHW from a channels_last input (its eager one
+# does not), so there an export traces the trunk's eager gates instead.
+EXPORTED_OPS = {"atom_bank_forward", "ikconv_forward"} | ({"lstm_gates"} if fake_reflect_pad_keeps_channels_last() else set())
 
 
 @pytest.mark.parametrize("backend,compiler", COMPILERS)
@@ -78,7 +92,7 @@ def test_compiled_training_is_refused_on_torch_2_11(monkeypatch):
         with torch.no_grad():
             for g, e in zip(compiled(x), model(x)):
                 assert rel_err(g, e) < 1e-5
-        assert custom_ops(torch.export.export(model, (x,)).graph) == {"atom_bank_forward", "ikconv_forward", "lstm_gates"}
+        assert custom_ops(torch.export.export(model, (x,)).graph) == EXPORTED_OPS
     finally:
         torch._dynamo.reset()
 
@@ -105,7 +119,7 @@ def test_export_holds_the_custom_ops():
     model, x = small_model("cpu")
     model.eval()
     ep = torch.export.export(model, (x,))
-    assert custom_ops(ep.graph) == {"atom_bank_forward", "ikconv_forward", "lstm_gates"}
+    assert custom_ops(ep.graph) == EXPORTED_OPS
     with torch.no_grad():
         for g, e in zip(ep.module()(x), model(x)):
             assert rel_err(g, e) < 1e-6
