@@ -191,8 +191,9 @@ def lstm_cell(cell, fea, state, fused_gates: bool = False):
     gates = _gates_fused if fused_gates and _cpu_channels_last(y) else _gates
     if not torch.is_grad_enabled():
         return gates(y, gate_weight, cell.conv.bias, c, fea.dtype)
-    # Training keeps y and c for backward and recomputes the gates from them: their activations
-    # would otherwise hold 6 hidden-wide maps per pixel, a fifth of the training step's peak memory.
+    # Training keeps y and c for backward and recomputes the gates from them: their saved tensors
+    # would otherwise hold 6 hidden-wide maps per pixel (eager), a fifth of the training step's
+    # peak memory, or the 4-wide gate map (the one-pass op).
     return checkpoint(gates, y, gate_weight, cell.conv.bias, c, fea.dtype, use_reentrant=False, preserve_rng_state=False)
 
 

@@ -286,8 +286,8 @@ def test_autocast_model_runs_on_the_cpu_backend():
     for fused, plain, ref in zip(outs["cpu"], outs["reference"], truth):
         assert fused.dtype == BF16
         assert rel_err(fused, ref) <= 2 * rel_err(plain, ref) + 1e-5
-    plain_params = dict(models["reference"].named_parameters())
+    fused_params, plain_params = (dict(models[b].named_parameters()) for b in ("cpu", "reference"))
     for name, p in exact.named_parameters():
-        got, plain = dict(models["cpu"].named_parameters())[name].grad, plain_params[name].grad
+        got, plain = fused_params[name].grad, plain_params[name].grad
         assert got is not None and got.dtype == F32 and got.isfinite().all(), name
         assert rel_err(got, p.grad) <= 2 * rel_err(plain, p.grad) + 1e-3, name
