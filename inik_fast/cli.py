@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help=f"refuse larger images (default {DEFAULT_MAX_PIXELS})")
     _model_flags(d)
     d.add_argument("--max-memory", help="memory the process may reach, e.g. 4GiB or 500MB: picks the tile size (default: what it holds plus "
-                   f"{CPU_SHARE:.0%} of the available RAM, or {GPU_SHARE:.0%} of the free GPU memory; images that fit are not tiled)")
+                   f"{CPU_SHARE:.0%}% of the available RAM, or {GPU_SHARE:.0%}% of the free GPU memory; images that fit are not tiled)")  # %%: argparse formats help with %
     d.add_argument("--progress", action=argparse.BooleanOptionalAction, help="progress bar of the tiles on stderr (default: when stderr is a terminal)")
     d.set_defaults(func=cmd_deblur)
 

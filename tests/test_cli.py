@@ -344,6 +344,15 @@ def test_bench_refuses_unknown_names_in_one_line(capsys):
         assert err.count("\n") == 1 and err.rstrip().endswith(valid), err
 
 
+@pytest.mark.parametrize("command", ["info", "train", "deblur", "eval", "synth", "export", "bench"])
+def test_every_command_prints_its_help(command, capsys):
+    # `deblur --help` died with "TypeError: %o format" (a bare "25% of" in a help text)
+    with pytest.raises(SystemExit) as e:
+        cli(command, "--help")
+    assert e.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: inik-fast {command}")
+
+
 def test_train_help_says_what_is_required(capsys):
     # `train` without --steps said "either steps or epochs (not both)"; every loss flag's help
     # ended with "(the release uses 0.1 for lpips and vgg)"
