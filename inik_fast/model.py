@@ -95,19 +95,19 @@ class LSTMCell(nn.Module):
 class LSTMLayer(nn.Module):
     """Runs the cell over the scales, coarse to fine (`left2right`) or fine to coarse, resizing
     the state between scales. Returns the h's in [1/4, 1/2, full] order. fast=True steps with
-    `trunk.lstm_cell` instead of the release's cell forward (fused_gates: its one-pass update)."""
+    `trunk.lstm_cell` instead of the release's cell forward (cpu_ops: the C++ trunk ops of the cpu backend)."""
 
     def __init__(self, hidden, n, coarse_to_fine: bool):
         super().__init__()
         self.cell = LSTMCell(hidden, n)
         self.coarse_to_fine = coarse_to_fine
 
-    def forward(self, feas, fast: bool = False, fused_gates: bool = False):
+    def forward(self, feas, fast: bool = False, cpu_ops: bool = False):
         order = feas if self.coarse_to_fine else feas[::-1]
         factor = 2.0 if self.coarse_to_fine else 0.5
         state, hs = None, []
         for i, fea in enumerate(order):
-            h, c = trunk.lstm_cell(self.cell, fea, state, fused_gates) if fast else self.cell(fea, state)
+            h, c = trunk.lstm_cell(self.cell, fea, state, cpu_ops) if fast else self.cell(fea, state)
             hs.append(h)
             if i + 1 < len(order):
                 state = tuple(F.interpolate(t, scale_factor=factor, mode="bilinear", align_corners=False) for t in (h, c))
@@ -132,8 +132,8 @@ class BiLSTM(nn.Module):
         self.right2left = LSTMLayer(hidden, n, coarse_to_fine=False)
         self.norm = ChannelNorm(hidden)
 
-    def forward(self, xs, fast: bool = False, fused_gates: bool = False):
-        h = self.left2right(self.right2left([self.norm(x) for x in xs], fast, fused_gates), fast, fused_gates)
+    def forward(self, xs, fast: bool = False, cpu_ops: bool = False):
+        h = self.left2right(self.right2left([self.norm(x) for x in xs], fast, cpu_ops), fast, cpu_ops)
         return [x + t for x, t in zip(xs, h)]
 
 
@@ -222,9 +222,9 @@ class INIKNet(nn.Module):
     def _trunk(self, xs):
         """The U-Net features of each scale through both BiLSTMs: (hb, hs). `trunk.py`'s schedule,
         channels_last; `release.ReleaseINIKNet` overrides it with the release's module forwards."""
-        f = [trunk.unet(self.unet, t.contiguous(memory_format=torch.channels_last)) for t in xs]
-        fused = self.ops_backend(xs[0].device, xs[0].dtype) == "cpu"  # its C++ library has the gates op
-        return self.lstms_basis_select(f, fast=True, fused_gates=fused), self.lstms_scale_select(f, fast=True, fused_gates=fused)
+        cpu = self.ops_backend(xs[0].device, xs[0].dtype) == "cpu"  # its C++ library has the trunk ops
+        f = [trunk.unet(self.unet, t.contiguous(memory_format=torch.channels_last), cpu) for t in xs]
+        return self.lstms_basis_select(f, fast=True, cpu_ops=cpu), self.lstms_scale_select(f, fast=True, cpu_ops=cpu)
 
     def _inverse_kernel_convs(self, xs, scales, bases, weight):
         """The three scales' inverse-kernel convolutions, on one atom bank (the hook that

@@ -188,6 +188,25 @@ def _lstm_gates_backward_fake(gates, bias, c, grad_h, grad_c):
     return torch.empty_like(gates), None if c is None else torch.empty_like(c)
 
 
+def _conv3x3_winograd_fake(xs, weight):
+    B, _, H, W = xs[0].shape
+    return xs[0].new_empty(B, weight.shape[0], H, W).contiguous(memory_format=torch.channels_last)
+
+
+def _conv3x3_winograd_setup_context(ctx, inputs, output):
+    xs, weight = inputs
+    ctx.save_for_backward(weight, *xs)
+
+
+def _conv3x3_winograd_backward(ctx, grad):
+    """A convolution's gradient (the op is a convolution; only its forward's algorithm differs)."""
+    weight, *xs = ctx.saved_tensors
+    x = xs[0] if len(xs) == 1 else torch.cat(xs, 1)
+    mask = [any(ctx.needs_input_grad[0]), ctx.needs_input_grad[1], False]
+    dx, dw, _ = torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, mask)
+    return ([None] * len(xs) if dx is None else list(dx.split([t.shape[1] for t in xs], 1))), dw
+
+
 def _lstm_gates_setup_context(ctx, inputs, output):
     gates, bias, c = inputs
     ctx.save_for_backward(gates, bias, c, output[1])
@@ -220,6 +239,11 @@ if _extension.LOAD_ERROR is None:
     torch.library.register_fake("inik_fast::lstm_gates", _lstm_gates_fake)
     torch.library.register_fake("inik_fast::lstm_gates_backward", _lstm_gates_backward_fake)
     torch.library.register_autograd("inik_fast::lstm_gates", _lstm_gates_backward, setup_context=_lstm_gates_setup_context)
+    # the trunk's Winograd convolution (csrc/cpu/conv3x3_winograd_cpu.cpp), used by trunk.conv3_reflect
+    torch.library.register_fake("inik_fast::conv3x3_winograd", _conv3x3_winograd_fake)
+    torch.library.register_autograd(
+        "inik_fast::conv3x3_winograd", _conv3x3_winograd_backward, setup_context=_conv3x3_winograd_setup_context
+    )
 
 _triton_registered = False
 

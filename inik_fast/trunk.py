@@ -10,7 +10,9 @@ those. `INIKNet` runs the same functions here, exact up to rounding order:
 - conv(cat[a, b]) as conv_a(a) + conv_b(b) with views of the one weight, and the residual added
   piece by piece, so no concatenated copy is formed;
 - the LSTM gates in fewer passes, the gate conv as one matrix product, and the first step skips
-  its zero state; on the cpu backend, the gates' update in one pass (C++), and its gradient.
+  its zero state; on the cpu backend, the gates' update in one pass (C++), and its gradient;
+- on the cpu backend, the float32 stride-1 3x3 convolutions of large maps by Winograd's
+  F(2x2, 3x3) (C++), 2.25x fewer multiply-adds than oneDNN's direct convolutions.
 
 Under autograd (training), what is cheap in a forward can be dear in its backward, so:
 - the reflect-padded convolution has its own backward (`_ReflectConv3`), one convolution
@@ -28,12 +30,13 @@ from torch.utils.checkpoint import checkpoint
 _STRIP_MIN_PIXELS = 96 * 96
 
 
-def conv3_reflect(parts, weight, stride: int = 1):
+def conv3_reflect(parts, weight, stride: int = 1, cpu_ops: bool = False):
     """`F.conv2d(F.pad(cat(parts, 1), [1] * 4, mode="reflect"), weight, stride=stride)` for a
-    3x3 weight, without forming the concatenation or the padded copy."""
+    3x3 weight, without forming the concatenation or the padded copy. cpu_ops: the inik_fast
+    library's Winograd convolution where it applies (`_winograd`)."""
     if torch.is_grad_enabled() and (weight.requires_grad or any(x.requires_grad for x in parts)):
-        return _ReflectConv3.apply(weight, stride, *parts)
-    return _conv3_reflect(parts, weight, stride)
+        return _ReflectConv3.apply(weight, stride, cpu_ops, *parts)
+    return _conv3_reflect(parts, weight, stride, cpu_ops)
 
 
 # oneDNN's weight gradient of a channels_last convolution runs 2-3x slower than on NCHW copies of
@@ -51,15 +54,15 @@ class _ReflectConv3(torch.autograd.Function):
     padded copy. Saves only the pieces and the weight (as autocast's conv2d would: cast)."""
 
     @staticmethod
-    def forward(ctx, weight, stride, *parts):
+    def forward(ctx, weight, stride, cpu_ops, *parts):
         device = weight.device.type
         if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
             dt = torch.get_autocast_dtype(device)
             weight, parts = weight.to(dt), [x.to(dt) for x in parts]
             with torch.autocast(device, enabled=False):
-                y = _conv3_reflect(parts, weight, stride)
+                y = _conv3_reflect(parts, weight, stride, cpu_ops)
         else:
-            y = _conv3_reflect(parts, weight, stride)
+            y = _conv3_reflect(parts, weight, stride, cpu_ops)
         ctx.save_for_backward(weight, *parts)
         ctx.stride = stride
         return y
@@ -84,20 +87,43 @@ class _ReflectConv3(torch.autograd.Function):
         if dx_wanted:
             dx = torch.ops.aten.reflection_pad2d_backward(dxpad, x, [1, 1, 1, 1])
             dparts = list(dx.split([t.shape[1] for t in parts], 1))
-        return dw, None, *dparts
+        return dw, None, None, *dparts
 
 
-def _conv3_reflect(parts, weight, stride: int):
+# The Winograd convolution beats oneDNN's direct one from this many input channels (measured,
+# 2-core AMD EPYC Zen 4, AVX-512, 512x512 maps: 1.15x at 32 -> 32, 1.65-1.95x at 64 -> 64);
+# the first conv's 3 channels would pad to a whole vector.
+_WINOGRAD_MIN_CHANNELS = 32
+
+
+def _winograd(parts, weight, stride: int, cpu_ops: bool) -> bool:
+    """The zero-padded convolution of _conv3_reflect by `inik_fast::conv3x3_winograd`: float32
+    channels_last CPU maps (it rounds about as a direct convolution does, so float64, which the
+    fixtures check at 1e-12, stays on PyTorch's), stride 1, enough channels."""
+    x0 = parts[0]
+    return (
+        cpu_ops
+        and stride == 1
+        and x0.dtype == weight.dtype == torch.float32
+        and all(_cpu_channels_last(x) for x in parts)
+        and weight.shape[1] >= _WINOGRAD_MIN_CHANNELS
+    )
+
+
+def _conv3_reflect(parts, weight, stride: int, cpu_ops: bool = False):
     x0 = parts[0]
     H, W = x0.shape[-2:]
     if H * W < _STRIP_MIN_PIXELS:
         x = parts[0] if len(parts) == 1 else torch.cat(parts, 1)  # small map: the copies are cheap
         return F.conv2d(F.pad(x, [1, 1, 1, 1], mode="reflect"), weight, stride=stride)
-    y, start = None, 0
-    for x in parts:
-        t = F.conv2d(x, weight[:, start : start + x.shape[1]], stride=stride, padding=1)
-        y = t if y is None else y.add_(t)
-        start += x.shape[1]
+    if _winograd(parts, weight, stride, cpu_ops):
+        y = torch.ops.inik_fast.conv3x3_winograd(list(parts), weight)
+    else:
+        y, start = None, 0
+        for x in parts:
+            t = F.conv2d(x, weight[:, start : start + x.shape[1]], stride=stride, padding=1)
+            y = t if y is None else y.add_(t)
+            start += x.shape[1]
     Ho, Wo = y.shape[-2:]
 
     def strip(rows, cols, pad):
@@ -127,10 +153,10 @@ def _conv3_reflect(parts, weight, stride: int):
     return y
 
 
-def basic_conv(m, parts):
+def basic_conv(m, parts, cpu_ops: bool = False):
     """model.BasicConv (not transposed) on the channel pieces `parts`."""
     conv = m.main[0]
-    y = conv3_reflect(parts, conv.weight, conv.stride[0])
+    y = conv3_reflect(parts, conv.weight, conv.stride[0], cpu_ops)
     return F.relu_(y) if len(m.main) > 1 else y
 
 
@@ -153,42 +179,47 @@ def add_parts(y, parts):
     return y
 
 
-def res_stack(stack, parts, first_weight=None):
+def res_stack(stack, parts, first_weight=None, cpu_ops: bool = False):
     """model.ResStack on cat(parts, 1); `first_weight` replaces the first conv's weight (a slice
     of it when a zero piece is left out of `parts`)."""
     for j, block in enumerate(stack.layers):
         c1, c2 = block.main
         w1 = first_weight if j == 0 and first_weight is not None else c1.main[0].weight
-        y = conv3_reflect([F.relu_(conv3_reflect(parts, w1))], c2.main[0].weight)
+        y = conv3_reflect([F.relu_(conv3_reflect(parts, w1, 1, cpu_ops))], c2.main[0].weight, 1, cpu_ops)
         parts = [add_parts(y, parts)]
     return torch.cat(parts, 1) if len(parts) > 1 else parts[0]  # several only with no blocks
 
 
-def unet(net, x):
-    """model.UNet.forward."""
+def unet(net, x, cpu_ops: bool = False):
+    """model.UNet.forward. cpu_ops: the inik_fast library's C++ ops where they apply."""
     fe, enc, dec = net.feat_extract, net.Encoder, net.Decoder
-    r1 = res_stack(enc[0], [basic_conv(fe[0], [x])])
-    r2 = res_stack(enc[1], [basic_conv(fe[1], [r1])])
-    r3 = res_stack(enc[2], [basic_conv(fe[2], [r2])])
-    z = res_stack(dec[0], [basic_conv(fe[3], [up_conv(net.up1, r3), r2])])
-    return res_stack(dec[1], [basic_conv(fe[4], [up_conv(net.up2, z), r1])])
+
+    def stage(stack, conv, parts):
+        return res_stack(stack, [basic_conv(conv, parts, cpu_ops)], None, cpu_ops)
+
+    r1 = stage(enc[0], fe[0], [x])
+    r2 = stage(enc[1], fe[1], [r1])
+    r3 = stage(enc[2], fe[2], [r2])
+    z = stage(dec[0], fe[3], [up_conv(net.up1, r3), r2])
+    return stage(dec[1], fe[4], [up_conv(net.up2, z), r1])
 
 
-def lstm_cell(cell, fea, state, fused_gates: bool = False):
+def lstm_cell(cell, fea, state, cpu_ops: bool = False):
     """model.LSTMCell.forward. Without a state (zeros in the release) the h half of the input and
-    of the first conv's weight is left out, and c' = i*g. fused_gates: on a CPU map, the gates'
-    update in one pass, and its gradient in one more (the C++ ops `inik_fast::lstm_gates*`)."""
+    of the first conv's weight is left out, and c' = i*g. cpu_ops: the inik_fast library's C++
+    ops: on a CPU map, the gates' update in one pass, and its gradient in one more
+    (`inik_fast::lstm_gates*`), and the Winograd convolutions where they apply."""
     hidden = fea.shape[1]
     gate_weight = cell.conv.weight
     if state is None and len(cell.layers.layers) == 0:  # no blocks: the gate conv sees cat(fea, 0)
         y, gate_weight = fea, gate_weight[:, :hidden]
     elif state is None:
         w1 = cell.layers.layers[0].main[0].main[0].weight[:, :hidden]
-        y = res_stack(cell.layers, [fea], w1)
+        y = res_stack(cell.layers, [fea], w1, cpu_ops)
     else:
-        y = res_stack(cell.layers, [fea, state[0]])
+        y = res_stack(cell.layers, [fea, state[0]], None, cpu_ops)
     c = None if state is None else state[1]
-    gates = _gates_fused if fused_gates and _cpu_channels_last(y) else _gates
+    gates = _gates_fused if cpu_ops and _cpu_channels_last(y) else _gates
     if not torch.is_grad_enabled():
         return gates(y, gate_weight, cell.conv.bias, c, fea.dtype)
     # Training keeps y and c for backward and recomputes the gates from them: their saved tensors
