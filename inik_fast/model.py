@@ -95,7 +95,8 @@ class LSTMCell(nn.Module):
 class LSTMLayer(nn.Module):
     """Runs the cell over the scales, coarse to fine (`left2right`) or fine to coarse, resizing
     the state between scales. Returns the h's in [1/4, 1/2, full] order. fast=True steps with
-    `trunk.lstm_cell` instead of the release's cell forward (cpu_ops: the C++ trunk ops of the cpu backend)."""
+    `trunk.lstm_cell` instead of the release's cell forward (cpu_ops: with the cpu backend's C++
+    trunk ops)."""
 
     def __init__(self, hidden, n, coarse_to_fine: bool):
         super().__init__()

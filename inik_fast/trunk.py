@@ -90,16 +90,16 @@ class _ReflectConv3(torch.autograd.Function):
         return dw, None, None, *dparts
 
 
-# The Winograd convolution beats oneDNN's direct one from this many input channels (measured,
-# 2-core AMD EPYC Zen 4, AVX-512, 512x512 maps: 1.15x at 32 -> 32, 1.65-1.95x at 64 -> 64);
-# the first conv's 3 channels would pad to a whole vector.
+# The Winograd convolution beats oneDNN's direct one from this many input channels
+# (benchmarks/winograd_speed.py, 2-core AMD EPYC Zen 4, AVX-512: 1.22-1.27x at 32 -> 32 and
+# 1.47x at 64 -> 64 on 512x512 maps); the first conv's 3 channels would pad to a whole vector.
 _WINOGRAD_MIN_CHANNELS = 32
 
 
 def _winograd(parts, weight, stride: int, cpu_ops: bool) -> bool:
     """The zero-padded convolution of _conv3_reflect by `inik_fast::conv3x3_winograd`: float32
-    channels_last CPU maps (it rounds about as a direct convolution does, so float64, which the
-    fixtures check at 1e-12, stays on PyTorch's), stride 1, enough channels."""
+    channels_last CPU maps, stride 1, enough channels. float64 (the fixtures' dtype) keeps
+    PyTorch's convolutions, bf16 oneDNN's, whose `vdpbf16ps` already halves the work."""
     x0 = parts[0]
     return (
         cpu_ops

@@ -234,11 +234,11 @@ at::Tensor conv3x3_winograd(const std::vector<at::Tensor>& xs, const at::Tensor&
     cv.U = U.data();
     cv.y = y.mutable_data_ptr<T>();
     const int64_t tiles_h = (H + 1) / 2;
+    // per thread: V [16][kRows][Cp], then M [16][kRows][Op]
     parallel_items(
-        B * tiles_h, [&] { return Arena<T>(16 * kRows * (cv.Cp + cv.Op)); },
-        [&](Arena<T>& a, int64_t item) {
-          T* base = a.take(0);
-          cv.row(base, base + 16 * kRows * cv.Cp, item / tiles_h, item % tiles_h);
+        B * tiles_h, [&] { return std::vector<T>(16 * kRows * (cv.Cp + cv.Op)); },
+        [&](std::vector<T>& scratch, int64_t item) {
+          cv.row(scratch.data(), scratch.data() + 16 * kRows * cv.Cp, item / tiles_h, item % tiles_h);
         });
   });
   return y;
