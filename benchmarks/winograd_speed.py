@@ -2,21 +2,27 @@
 one: per convolution shape, and in the whole model's eval beside the release.
 
     PYTHONPATH=. python benchmarks/winograd_speed.py convs
+    PYTHONPATH=. python benchmarks/winograd_speed.py count [--size 512]
     PYTHONPATH=. python benchmarks/winograd_speed.py model [--size 512] [--rounds 3]
 
-`convs`: median of 7 calls each (and what a fresh 64 MB output costs in page faults), float32 channels_last, zero padding 1 (the trunk's call: the
-channel pieces of conv(cat(pieces)) read in place; the direct form convolves each piece with its
-slice of the weight and adds, as the trunk does without the op). `model`: the release config's eval
-forward (inference_mode, float32) with the op (its default channel threshold), without it (the
-threshold raised past every layer) and the release's computation, in interleaved rounds; medians.
-Run it under `MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736` to see the ratios with an
-allocator that keeps freed memory instead of glibc's fresh mappings for blocks over 32 MB.
+`count`: the multiply-adds the op takes over (at a direct convolution's count) and those left to
+oneDNN, against the release's whole count. `convs`: median of 7 calls each, float32
+channels_last, zero padding 1, as the trunk calls it (the pieces of conv(cat(pieces)) read in
+place; the direct form convolves each piece with its slice of the weight and adds, as the trunk
+does without the op); then what a fresh 64 MB output costs in page faults. `model`: the release
+config's eval forward (inference_mode, float32) with the op (its default channel threshold),
+without it (the threshold raised past every layer) and the release's computation, in
+interleaved rounds; medians. Run it under `MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736`
+to see the ratios with an allocator that keeps freed memory instead of glibc's fresh mappings for
+blocks over 32 MB.
 """
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +70,37 @@ def page_faults():
     print(f"| 64 MB output | allocated and written {fresh * 1e3:.1f} ms | written when held {reuse * 1e3:.1f} ms |")
 
 
+def count(size: int):
+    """Multiply-adds of the cpu backend's eval, as a direct convolution would do them: those of the
+    convolutions the op takes, those left to oneDNN's conv2d, and the release's whole count."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import floor
+
+    cfg = INIKNetConfig()
+    net = INIKNet(cfg, backend="cpu").eval()
+    macs = {"winograd": 0, "conv2d": 0}
+    op, conv2d = torch.ops.inik_fast.conv3x3_winograd, F.conv2d
+
+    def counted(kind, fn):
+        def run(x, w, *args, **kwargs):
+            y = fn(x, w, *args, **kwargs)
+            macs[kind] += y.numel() * w[0].numel()  # outputs x (C * kh * kw)
+            return y
+
+        return run
+
+    torch.ops.inik_fast.conv3x3_winograd, F.conv2d = counted("winograd", op), counted("conv2d", conv2d)
+    try:
+        with torch.inference_mode():
+            net(torch.rand(1, cfg.in_ch, size, size))
+    finally:
+        torch.ops.inik_fast.conv3x3_winograd, F.conv2d = op, conv2d
+    total = floor.macs("model_eval", (1, cfg.in_ch, size, size), cfg)
+    print(f"| eval {size}x{size} | release {total / 1e9:.1f} GMAC | through the op {macs['winograd'] / 1e9:.1f} GMAC "
+          f"({macs['winograd'] / total:.0%}; {macs['winograd'] / 2.25e9:.1f} GMAC of Winograd products) | "
+          f"oneDNN conv2d {macs['conv2d'] / 1e9:.1f} GMAC |")
+
+
 def model(size: int, rounds: int):
     cfg = INIKNetConfig()  # the release config
     torch.manual_seed(0)
@@ -98,7 +135,7 @@ def model(size: int, rounds: int):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["convs", "model"])
+    ap.add_argument("what", choices=["convs", "count", "model"])
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
@@ -106,6 +143,8 @@ def main():
     if args.what == "convs":
         convs()
         page_faults()
+    elif args.what == "count":
+        count(args.size)
     else:
         model(args.size, args.rounds)
 
