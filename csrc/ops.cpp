@@ -44,7 +44,8 @@ TORCH_LIBRARY(inik_fast, m) {
       "lstm_gates_backward(Tensor gates, Tensor bias, Tensor? c, Tensor? grad_h, Tensor? grad_c) "
       "-> (Tensor, Tensor?)");
   // A 3x3 convolution, zero padding 1, stride 1, no bias, of cat(xs, 1) [B, C, H, W] with weight
-  // [O, C, 3, 3], by Winograd's F(2x2, 3x3) (trunk.conv3_reflect, CPU, float32/float64, eval).
+  // [O, C, 3, 3], by Winograd's F(2x2, 3x3) (trunk.conv3_reflect, CPU, float32/float64; eval and
+  // the training forward).
   m.def("conv3x3_winograd(Tensor[] xs, Tensor weight) -> Tensor");
   // The CUDA architectures the extension was compiled for ("" without CUDA kernels).
   m.def("cuda_archs() -> str", &cuda_archs);
