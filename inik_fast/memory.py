@@ -7,6 +7,7 @@ process) and `tests/test_memory.py` checks that the estimate bounds the measurem
 """
 from __future__ import annotations
 
+import gc
 import math
 import os
 import re
@@ -177,6 +178,8 @@ class PeakMemory:
         self.device = torch.device(device)
 
     def __enter__(self):
+        # garbage from earlier work freed mid-block would lower the RSS and hide what the block took
+        gc.collect()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
