@@ -141,7 +141,7 @@ struct Conv {
           V w[NC];
           for (int j = 0; j < NC; ++j) w[j] = in_register(load(u + k * Op + j * L));
           for (int r = 0; r < R; ++r) {
-            const V a = in_register(V{} + v[r * Cp + k]);
+            const V a = in_register(splat(v[r * Cp + k]));
             for (int j = 0; j < NC; ++j) acc[r][j] += a * w[j];
           }
         }

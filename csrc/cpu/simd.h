@@ -46,6 +46,13 @@ inline void store(T* p, vec_t<T> v) {
   std::memcpy(p, &v, sizeof v);
 }
 
+// s in every lane: one broadcast. (`V{} + s` would also add a zero, which the compiler must keep
+// for -0.0 + 0 = +0, on the FP pipes the FMAs need; s - 0 is s for every s, so it folds away.)
+template <class T>
+inline vec_t<T> splat(T s) {
+  return s - vec_t<T>{};
+}
+
 // Sum of the `Bytes / sizeof(T)` lanes at p, adding halves as vectors: a fixed order
 // (deterministic) and short dependency chains.
 template <class T, int Bytes>
