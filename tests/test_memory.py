@@ -65,13 +65,13 @@ def test_peak_memory_sees_an_allocation():
 
 
 def test_large_photo_script_measures_a_deblur_process(tmp_path):
-    """scripts/large_photo.py (the 12 MP record) at a small size: one row per precision, the
+    """scripts/large_photo.py (the 12 MP record) at a small size: one row per precision and malloc setting, the
     process's peak RSS beside the peak deblur printed, both of a process that loaded torch."""
     out = tmp_path / "large.md"
-    proc = subprocess.run([sys.executable, "scripts/large_photo.py", "--size", "96x64", "--precision", "fp32", "bf16", "--out", str(out)],
+    proc = subprocess.run([sys.executable, "scripts/large_photo.py", "--size", "96x64", "--precision", "fp32", "bf16", "--malloc", "system", "kept", "--out", str(out)],
                           cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    rows = re.findall(r"^\| 96x64 \| (\w+) \| [\d.]+ s \| ([\d.]+) GiB \| ([\d.]+) (\w+) \| within 6 GiB \|$", out.read_text(), re.M)
-    assert [r[0] for r in rows] == ["fp32", "bf16"], out.read_text()
-    for _, rss, printed, unit in rows:
+    rows = re.findall(r"^\| 96x64 \| (\w+) \| (\w+) \| [\d.]+ s \| ([\d.]+) GiB \| ([\d.]+) (\w+) \| within 6 GiB \|$", out.read_text(), re.M)
+    assert [r[:2] for r in rows] == [("fp32", "system"), ("fp32", "kept"), ("bf16", "system"), ("bf16", "kept")], out.read_text()
+    for _, _, rss, printed, unit in rows:
         assert 0.1 < float(rss) < 6 and unit in ("MiB", "GiB")
