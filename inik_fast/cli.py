@@ -342,7 +342,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         with _one_line_warnings(args.command):
-            return args.func(args)
+            status = args.func(args)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at the interpreter's exit
+        return status
     except KeyboardInterrupt:
         print(f"inik-fast {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -352,6 +354,9 @@ def main(argv=None) -> int:
         msg = " ".join(str(e).split()) or type(e).__name__
         print(f"inik-fast {args.command}: error: {msg}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # stdout's reader left (`inik-fast info | head`): end as SIGPIPE would
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+        return 141
     except Exception:
         traceback.print_exc()
         print(f"inik-fast {args.command}: internal error (traceback above), not a problem with the input", file=sys.stderr)

@@ -1,6 +1,7 @@
 """The `inik-fast` command line: every command, checkpoint layouts, and one-line errors."""
 import collections
 import json
+import os
 import pickle
 import re
 import subprocess
@@ -40,6 +41,17 @@ def cli(*args):
 def test_info(capsys):
     assert cli("info") == 0
     assert "reference  available" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+def test_a_reader_that_leaves_ends_the_command_quietly(unbuffered):
+    """`inik-fast info | head -1`: the closed pipe ends the process as SIGPIPE would, without a
+    traceback, whether stdout is flushed at exit (buffered) or at each print (PYTHONUNBUFFERED)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"} | ({"PYTHONUNBUFFERED": "1"} if unbuffered else {})
+    proc = subprocess.Popen([sys.executable, "-m", "inik_fast", "info"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before it prints: importing torch takes seconds
+    assert proc.wait(timeout=120) == 141
+    assert proc.stderr.read() == b""
 
 
 def test_release_checkpoint_layouts_load(tmp_path, release_ckpt):
