@@ -46,7 +46,8 @@ def test_bundled_weights_say_how_they_were_trained():
     # a resumed run logs its settings again, the invocation's (resume, threads, ...) among them
     config = [json.loads(line[len("# config ") :]) for line in log if line.startswith("# config ")][-1]
     run = lambda c: {k: v for k, v in c.items() if k not in train._INVOCATION}  # noqa: E731
-    assert run(meta["train"]) == run(config) and meta["step"] == config["steps"] == 1400
+    steps = int(re.search(r"--steps (\d+)", (ROOT / "scripts" / "train_default.sh").read_text()).group(1))
+    assert run(meta["train"]) == run(config) and meta["step"] == config["steps"] == steps  # the recipe's run
     assert f"done: {meta['step']} steps" in log[-1]
     report = json.loads((WEIGHTS / "default_eval.json").read_text())
     assert meta["eval"] == checkpoint.eval_summary(report)
