@@ -6,6 +6,9 @@ TRITON ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.inik_fast-deps
 PYTEST_ARGS ?=
+# pytest-xdist processes for `make test`; 0 runs the suite in this process. worksteal hands each
+# process a contiguous half (module fixtures mostly run once) and an idle one takes queued tests.
+TEST_WORKERS ?= 2
 
 .PHONY: install test test-compat demo bench clean
 
@@ -13,7 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q torch==$(TORCH) $(if $(TRITON),triton==$(TRITON))
-	$(PY) -m pip install -q ninja pytest pytest-benchmark numpy pillow scikit-image tqdm imagecodecs
+	$(PY) -m pip install -q ninja pytest pytest-benchmark pytest-xdist numpy pillow scikit-image tqdm imagecodecs
 	touch $@
 
 $(VENV)/.inik_fast-editable: $(STAMP) setup.py
@@ -25,7 +28,7 @@ install: $(VENV)/.inik_fast-editable
 	$(PY) -m inik_fast info
 
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # The oldest torch and triton supported (those of the GPU image), in a copy of the working tree:
 # the extension is built in place, for one torch.

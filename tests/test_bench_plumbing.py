@@ -29,7 +29,8 @@ def _bench_module(name):
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu_check")
-    env = dict(os.environ, PYTHON=sys.executable)
+    # Not the runner's PYTEST_XDIST_WORKER: pytest-benchmark disables itself under an xdist worker.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")} | {"PYTHON": sys.executable}
     proc = subprocess.run(
         [str(BENCH / "gpu_check.sh"), "--out", str(out), "--cpu-dry-run"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=480,  # the dry run's deadline is 420 s

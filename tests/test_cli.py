@@ -476,12 +476,18 @@ def test_train_compile_is_refused_on_torch_2_11(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.skipif(model_module._COMPILED_BACKWARD_BROKEN, reason="torch 2.11: compiled training is refused, see above")
-def test_train_compile_follows_eager(tmp_path, capsys):
+def test_train_compile_follows_eager(tmp_path, capsys, monkeypatch):
+    """The CLI's --compile plumbing, with AOTAutograd's eager compiler in place of Inductor, whose
+    training graphs take minutes on 2 cores: Inductor's gradients of this model and size are
+    tests/test_compile.py's."""
+    import functools
+
+    import torch._dynamo
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
     COMPILE_CONFIG.to_json(tmp_path / "small.json")
     args = ["train", "--model-config", tmp_path / "small.json", "--steps", 2, "--crop", COMPILE_SIZE, "--batch", 1, "--backend", "cpu",
             "--val-count", 1, "--val-crop", 32, "--no-progress"]  # fmt: skip
-    import torch._dynamo
-
     assert cli(*args, "--out", tmp_path / "eager") == 0
     torch._dynamo.utils.counters.clear()
     assert cli(*args, "--out", tmp_path / "compiled", "--compile") == 0
