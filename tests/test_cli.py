@@ -447,8 +447,18 @@ def test_precision_bf16_is_as_close_as_the_reference_in_bf16(tmp_path, release_c
     assert 0 < np.abs(bf16 - fp32).max() <= 1.5 * bound and bound < 0.05, bound
 
 
+@pytest.fixture
+def aot_eager_compile(monkeypatch):
+    """The CLI's --compile plumbing, traced by Dynamo as always, with AOTAutograd's eager compiler
+    in place of Inductor, whose C++ takes minutes a graph on 2 cores: Inductor's outputs and
+    gradients of this model and size are tests/test_compile.py's."""
+    import functools
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+
+
 @pytest.mark.slow
-def test_compile_equals_eager(tmp_path, capsys):
+def test_compile_equals_eager(tmp_path, capsys, aot_eager_compile):
     """--compile on a tiled run: all four windows are 48 x 48, so one graph serves them all."""
     import torch._dynamo
 
@@ -476,15 +486,9 @@ def test_train_compile_is_refused_on_torch_2_11(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.skipif(model_module._COMPILED_BACKWARD_BROKEN, reason="torch 2.11: compiled training is refused, see above")
-def test_train_compile_follows_eager(tmp_path, capsys, monkeypatch):
-    """The CLI's --compile plumbing, with AOTAutograd's eager compiler in place of Inductor, whose
-    training graphs take minutes on 2 cores: Inductor's gradients of this model and size are
-    tests/test_compile.py's."""
-    import functools
-
+def test_train_compile_follows_eager(tmp_path, capsys, aot_eager_compile):
     import torch._dynamo
 
-    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
     COMPILE_CONFIG.to_json(tmp_path / "small.json")
     args = ["train", "--model-config", tmp_path / "small.json", "--steps", 2, "--crop", COMPILE_SIZE, "--batch", 1, "--backend", "cpu",
             "--val-count", 1, "--val-crop", 32, "--no-progress"]  # fmt: skip

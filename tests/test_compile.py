@@ -4,8 +4,8 @@ inference_mode and training (every parameter gradient against eager).
 Inductor compiles the `cpu` backend, whose custom ops it must lower. The `reference` backend is
 plain PyTorch: Dynamo and AOTAutograd (`aot_eager`) trace it fullgraph and check its gradients,
 and Inductor's C++ code generation, minutes per graph on 2 cores, would test only torch.
-The tests share one config and image size, so Inductor's cache reuses graphs among them and the
-CLI's `--compile` tests (tests/test_cli.py)."""
+The tests share one config and image size, so Inductor's cache reuses graphs among them; the
+CLI's `--compile` tests (tests/test_cli.py) take them too, compiled with `aot_eager`."""
 import shutil
 
 import pytest
